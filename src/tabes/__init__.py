@@ -1,0 +1,17 @@
+"""tabes: better decoding for masked diffusion models, with Backward-on-Entropy steering.
+
+Public API:
+    load(path)            a denoiser from a folder (our safetensors MDM; HF checkpoints via tabes[hf])
+    generate(model, ids, sampler=..., steps=...)   the decoding loop
+    get_sampler(spec), available_samplers()        the sampler registry
+    default_model_path()  the shipped 9x9 Sudoku model
+"""
+
+from tabes.generate import generate
+from tabes.loading import default_model_path, load
+from tabes.protocol import Denoiser, GenerationOutput
+from tabes.samplers import available as available_samplers
+from tabes.samplers import get_sampler
+
+__version__ = "0.1.0"
+__all__ = ["Denoiser", "GenerationOutput", "available_samplers", "default_model_path", "generate", "get_sampler", "load"]

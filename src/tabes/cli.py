@@ -1,0 +1,231 @@
+"""The ``tabes`` command line: solve, train, samplers.
+
+Every user error (bad puzzle, clashing givens, unknown sampler, bad option, missing file)
+exits with code 2 and one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+class UserError(Exception):
+    """An input problem that ends the command with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from tabes import load
+    from tabes.samplers import get_sampler
+    from tabes.tasks import sudoku
+
+    sampler = get_sampler(args.sampler)  # unknown names fail before the model loads
+    if (args.puzzle is None) == (args.file is None):
+        raise UserError("give either a PUZZLE or --file IN.csv")
+    if args.puzzle is not None:
+        cells = sudoku.parse_puzzle(args.puzzle)
+        sudoku.validate_puzzle(cells)
+        model = load(args.model)
+        [res] = sudoku.decode_puzzles(model, [cells], sampler=sampler, steps=args.steps, temperature=args.temperature, seed=args.seed)
+        consistent = all(not p or p == g for p, g in zip(cells, res.grid))
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "puzzle": args.puzzle,
+                        "output": sudoku.grid_str(res.grid),
+                        "valid": res.valid,
+                        "consistent": consistent,
+                        "sampler": sampler.name,
+                        "forwards": res.forwards,
+                        "backwards": res.backwards,
+                        "seconds": round(res.seconds, 4),
+                    }
+                )
+            )
+        else:
+            wrong = {i for i in range(81) if i in set(_clash_cells(res.grid))}
+            print(sudoku.format_board(res.grid, wrong))
+            print(f"valid: {'yes' if res.valid else 'no'}; consistent with the givens: {'yes' if consistent else 'no'}")
+            print(f"sampler {sampler.name}, {res.forwards} forwards, {res.backwards} backwards, {res.seconds:.2f} s")
+        return 0 if res.valid else 1
+
+    records = sudoku.read_csv(args.file)
+    if args.limit is not None:
+        records = records[: args.limit]
+    model = load(args.model)
+    from tqdm import tqdm
+
+    with tqdm(total=len(records), desc=f"solving ({sampler.name})", unit="puzzle", disable=args.no_progress) as bar:
+        results = sudoku.decode_puzzles(
+            model,
+            [r.cells for r in records],
+            sampler=sampler,
+            steps=args.steps,
+            temperature=args.temperature,
+            seed=args.seed,
+            solutions=[r.solution for r in records],
+            batch_size=args.batch_size,
+            progress=bar.update,
+        )
+    solved = 0
+    sink = open(args.out, "w") if args.out else None  # noqa: SIM115
+    try:
+        for rec, res in zip(records, results):
+            ok = res.correct if res.correct is not None else res.valid
+            solved += bool(ok)
+            row = {"puzzle": rec.puzzle, "output": sudoku.grid_str(res.grid), "valid": res.valid}
+            if res.correct is not None:
+                row["correct"] = res.correct
+            row.update(forwards=res.forwards, backwards=res.backwards, seconds=round(res.seconds, 5))
+            if rec.source:
+                row["source"] = rec.source
+            if sink is not None:
+                sink.write(json.dumps(row) + "\n")
+    finally:
+        if sink is not None:
+            sink.close()
+    n = len(records)
+    print(f"solved {solved}/{n} ({100 * solved / max(n, 1):.1f}%)")
+    return 0
+
+
+def _clash_cells(grid: list[int]) -> list[int]:
+    from tabes.tasks.sudoku import BOX, COL, ROW
+
+    bad = []
+    for i in range(81):
+        for j in range(81):
+            if i != j and grid[i] and grid[i] == grid[j] and (ROW[i] == ROW[j] or COL[i] == COL[j] or BOX[i] == BOX[j]):
+                bad.append(i)
+                break
+    return bad
+
+
+# --------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tabes.train import TrainConfig, train
+
+    model = {}
+    for item in args.model_opt or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UserError(f"--model-opt {item!r} must look like key=value")
+        model[key] = int(value) if value.lstrip("-").isdigit() else value
+    cfg = TrainConfig(
+        out=args.out,
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        pool_size=args.pool_size,
+        weighting=args.weighting,
+        pool_dirs=args.pool_dir or [],
+        model=model,
+    )
+    state = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(state))
+    return 0
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def cmd_samplers(args: argparse.Namespace) -> int:
+    from tabes.samplers import available, describe
+
+    for name, cls in available().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        opts = ", ".join(f"{k}={d!r} ({t})" for k, t, d in describe(name)) or "no options"
+        print(f"{name:<11} {doc}")
+        print(f"{'':<11} options: {opts}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tabes", description="Decode masked diffusion models with BoE steering and baselines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="solve 9x9 Sudoku puzzles with the shipped model")
+    p.add_argument("puzzle", nargs="?", help="81 characters, 0 or . for blanks")
+    p.add_argument("--file", help="CSV with a 'puzzle' column (optional 'solution', 'source')")
+    p.add_argument("--out", help="write one JSON record per puzzle to this JSONL file")
+    p.add_argument("--limit", type=_positive_int, help="solve only the first N puzzles of --file")
+    p.add_argument("--sampler", default="margin", help="sampler spec, e.g. margin or boe:rho=0.25 (see `tabes samplers`)")
+    p.add_argument("--steps", type=_positive_int, default=81, help="denoising steps (81 = one cell per step)")
+    p.add_argument("--temperature", type=_nonneg_float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    p.add_argument("--json", action="store_true", help="print one JSON record instead of a board")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("train", help="train (or resume) a model")
+    p.add_argument("task", choices=["sudoku"])
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--max-steps", type=_positive_int, default=20000)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=_positive_int, default=500)
+    p.add_argument("--pool-size", type=_positive_int, default=2000, help="generated training puzzles to hold")
+    p.add_argument("--pool-dir", action="append", help="extra folder of generated puzzle .npz files")
+    p.add_argument("--weighting", choices=["none", "1/t"], default="none")
+    p.add_argument("--model-opt", action="append", help="model option key=value for a new run, e.g. d_model=128")
+    p.add_argument("--resume", action="store_true", help="continue from the model and state in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("samplers", help="list the registered samplers and their options")
+    p.set_defaults(func=cmd_samplers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError) as err:
+        print(f"tabes: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tabes: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The decoding loop, written once.
+
+    for each block (semi-autoregressive decoding; one block by default):
+        for each of the block's steps:
+            1. masked  = masked positions of the block, per row; rows with none sit out
+            2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
+            3. result  = sampler.step(denoiser, state)    # forwards/backwards are counted
+            4. commit result.tokens at result.commit; apply result.remask (never on given
+               positions, never on a block's last step)
+            5. trace   = one record per row: positions, tokens, confidence, entropy, extras
+
+Positions that are not masked on input are *given* and never change. Each block's last step
+has a budget equal to everything still masked there, so no mask is left at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tabes.protocol import Denoiser, GenerationOutput
+from tabes.samplers import Sampler, get_sampler
+from tabes.samplers.base import StepState
+
+
+class CountingDenoiser:
+    """Wraps a denoiser for a sub-batch of rows and counts passes per original row.
+
+    A call on a batch of ``m * len(rows)`` sequences (a sampler that repeats its batch ``m``
+    times, e.g. to score ``m`` candidates) counts ``m`` passes for every row. A backward pass
+    through the output of a call is counted by a gradient hook on that output.
+    """
+
+    def __init__(self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor) -> None:
+        self.model, self.rows, self.forwards, self.backwards = model, rows, forwards, backwards
+        self.vocab_size, self.mask_id = model.vocab_size, model.mask_id
+
+    def __getattr__(self, name: str) -> Any:  # pass through anything else (config, device, ...)
+        return getattr(self.model, name)
+
+    def _multiplicity(self, batch: int) -> int:
+        n = self.rows.numel()
+        if batch % n:
+            raise RuntimeError(f"a sampler called the denoiser on {batch} sequences for {n} rows; use a multiple of {n}")
+        return batch // n
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.model.embed(ids)
+
+    def token_embeddings(self) -> Tensor:
+        return self.model.token_embeddings()
+
+    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        m = self._multiplicity(embeds.shape[0])
+        out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)
+        self.forwards[self.rows] += m
+        if out.requires_grad:
+
+            def count_backward(grad: Tensor) -> Tensor:
+                self.backwards[self.rows] += m
+                return grad
+
+            out.register_hook(count_backward)
+        return out
+
+    def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        return self.logits_from_embeds(self.embed(ids), attention_mask=attention_mask)
+
+
+def _blocks(first: int, length: int, block_length: int | None) -> list[tuple[int, int]]:
+    if block_length is None:
+        return [(first, length)]
+    return [(lo, min(lo + block_length, length)) for lo in range(first, length, block_length)]
+
+
+@torch.no_grad()
+def generate(
+    model: Denoiser,
+    ids: Tensor,
+    *,
+    sampler: str | Sampler = "confidence",
+    steps: int,
+    block_length: int | None = None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
+    trace: bool | str | Path | None = None,
+    progress: bool = False,
+) -> GenerationOutput:
+    """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
+
+    Args:
+        model: any :class:`tabes.protocol.Denoiser`.
+        ids: (B, L) long; ``model.mask_id`` marks the positions to generate, every other
+            position is given and never changes.
+        sampler: a sampler object or a registry spec such as ``"margin"`` or ``"boe:rho=0.25"``.
+        steps: total denoising steps T (> 0); split as evenly as possible over the blocks.
+        block_length: decode left to right in blocks of this many positions, starting at the
+            first masked position of the batch; None decodes all positions as one block.
+        temperature: 0 for greedy tokens, > 0 for Gumbel sampling.
+        generator: the only source of randomness (Gumbel noise, random orders).
+        attention_mask: optional (B, L) bool, False on padding keys.
+        trace: True to collect per-step records in ``output.trace``; a path to write them as
+            JSONL (one line per row and step).
+        progress: show a progress bar over steps.
+
+    Returns:
+        :class:`tabes.protocol.GenerationOutput` with (B, L) sequences and per-row counts.
+
+    Example:
+        >>> out = generate(model, ids, sampler="margin", steps=81)  # doctest: +SKIP
+        >>> out.sequences.shape, out.forwards
+    """
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if block_length is not None and block_length <= 0:
+        raise ValueError(f"block_length must be positive or None, got {block_length}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if ids.dim() != 2 or ids.dtype != torch.long:
+        raise ValueError(f"ids must be a (B, L) long tensor, got shape {tuple(ids.shape)} and dtype {ids.dtype}")
+    sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
+    start = time.perf_counter()
+    mask_id = model.mask_id
+    x = ids.clone()
+    B, L = x.shape
+    fixed = x != mask_id  # (B, L) given positions
+    forwards = torch.zeros(B, dtype=torch.long)
+    backwards = torch.zeros(B, dtype=torch.long)
+    nsteps = torch.zeros(B, dtype=torch.long)
+    records: list[dict[str, Any]] = []
+    sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
+
+    masked_any = (~fixed).any(0).nonzero()
+    blocks = _blocks(int(masked_any[0]) if len(masked_any) else L, L, block_length)
+    if steps < len(blocks):
+        raise ValueError(f"steps ({steps}) must be at least the number of blocks ({len(blocks)})")
+    per_block = [steps // len(blocks) + (i < steps % len(blocks)) for i in range(len(blocks))]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"decoding ({sampler.name})", unit="step", leave=False)
+    step = 0
+    try:
+        for block, ((lo, hi), block_steps) in enumerate(zip(blocks, per_block)):
+            in_block = torch.zeros(L, dtype=torch.bool)
+            in_block[lo:hi] = True
+            for s in range(block_steps):
+                # 1. masked positions of the block; rows with none sit this step out
+                masked = (x == mask_id) & in_block & ~fixed  # (B, L)
+                n_masked = masked.sum(-1)
+                rows = (n_masked > 0).nonzero().squeeze(-1)
+                if rows.numel() == 0:
+                    if bar is not None:
+                        bar.update(block_steps - s)
+                    step += block_steps - s
+                    break
+                # 2. linear schedule: spread what is left over the steps left
+                steps_left = block_steps - s
+                budget = torch.div(n_masked[rows] + steps_left - 1, steps_left, rounding_mode="floor")
+                # 3. the sampler's step, on the rows still decoding
+                state = StepState(
+                    x=x[rows],
+                    maskable=masked[rows],
+                    fixed=fixed[rows],
+                    budget=budget,
+                    step=step,
+                    num_steps=steps,
+                    t=steps_left / block_steps,
+                    temperature=temperature,
+                    generator=generator,
+                    attention_mask=None if attention_mask is None else attention_mask[rows],
+                )
+                counted = CountingDenoiser(model, rows, forwards, backwards)
+                result = sampler.step(counted, state)
+                commit = result.commit & state.maskable
+                if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
+                    raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
+                # 4. commit, then optional remasking (never given positions, never the last step)
+                xr = torch.where(commit, result.tokens, state.x)
+                if result.remask is not None and steps_left > 1:
+                    xr = xr.masked_fill(result.remask & ~state.fixed & in_block, mask_id)
+                x[rows] = xr
+                nsteps[rows] += 1
+                # 5. trace
+                if trace:
+                    pred = result.prediction
+                    for j, r in enumerate(rows.tolist()):
+                        pos = commit[j].nonzero().squeeze(-1)
+                        rec = {
+                            "step": step,
+                            "block": block,
+                            "row": r,
+                            "t": state.t,
+                            "budget": int(budget[j]),
+                            "positions": pos.tolist(),
+                            "tokens": result.tokens[j, pos].tolist(),
+                            "confidence": [round(v, 6) for v in pred.confidence[j, pos].tolist()],
+                            "entropy": [round(v, 6) for v in pred.entropy[j, pos].tolist()],
+                            "masked_entropy": round(float(pred.entropy[j][state.maskable[j]].sum()), 6),
+                        }
+                        if result.remask is not None:
+                            rec["remasked"] = (result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1).tolist()
+                        rec.update({k: v[j] for k, v in result.info.items()})
+                        if sink is not None:
+                            sink.write(json.dumps(rec) + "\n")
+                        else:
+                            records.append(rec)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if sink is not None:
+            sink.close()
+        if bar is not None:
+            bar.close()
+    return GenerationOutput(
+        sequences=x,
+        forwards=forwards,
+        backwards=backwards,
+        steps=nsteps,
+        seconds=time.perf_counter() - start,
+        trace=records,
+    )

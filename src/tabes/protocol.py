@@ -1,0 +1,145 @@
+"""The denoiser protocol every model meets, and the typed outputs of generation.
+
+A *denoiser* maps a partly masked sequence to per-position logits. Samplers talk to models
+only through this protocol, so a sampler never imports a concrete model. Positional
+information (learned positions, RoPE, Sudoku row/column/box embeddings) is added *inside*
+:meth:`Denoiser.logits_from_embeds`: ``embed`` returns token embeddings only, so a soft
+mixture of rows of :meth:`Denoiser.token_embeddings` is a valid input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """What a masked-diffusion model must provide.
+
+    Attributes:
+        vocab_size: V, the size of the output distribution (the mask token included).
+        mask_id: id of the mask token; its logit is excluded when decoding.
+    """
+
+    vocab_size: int
+    mask_id: int
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token embeddings. ids (B, L) long -> (B, L, D)."""
+        ...
+
+    def token_embeddings(self) -> Tensor:
+        """The input-embedding matrix E, (V_in, D), with ``embed(ids) == E[ids]``."""
+        ...
+
+    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        """Logits from input embeddings.
+
+        Args:
+            embeds: (B, L, D) token embeddings (hard or soft).
+            attention_mask: optional (B, L) bool, False for padding keys.
+            active: optional (B, L) bool. When given, the backward pass sends gradient only
+                through the attention query rows where ``active`` is True
+                (ActiveQueryAttention); the forward values are unchanged.
+
+        Returns:
+            (B, L, V) logits.
+        """
+        ...
+
+    def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits from ids, (B, L) -> (B, L, V)."""
+        ...
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :func:`tabes.generate`.
+
+    Attributes:
+        sequences: (B, L) long, the decoded ids; no mask is left.
+        forwards: (B,) long, denoiser forward passes that each row took part in.
+        backwards: (B,) long, backward passes that each row took part in.
+        steps: (B,) long, decoding steps each row took (adaptive samplers may finish early).
+        seconds: wall-clock time of the whole call.
+        trace: per-step records (dicts) when tracing was requested in memory, else empty.
+    """
+
+    sequences: Tensor
+    forwards: Tensor
+    backwards: Tensor
+    steps: Tensor
+    seconds: float
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fwd_equiv(self) -> Tensor:
+        """(B,) forward-equivalents: a backward pass counts as two forwards."""
+        return self.forwards + 2 * self.backwards
+
+
+@dataclass
+class Prediction:
+    """One denoiser forward pass turned into per-position proposals.
+
+    Attributes:
+        logits: (B, L, V) float, mask logit set to -inf.
+        logprobs: (B, L, V) float32 log-softmax of ``logits``.
+        tokens: (B, L) long, proposed token (argmax, or Gumbel-max sample at temperature > 0).
+        confidence: (B, L) float32, probability of the proposed token.
+        entropy: (B, L) float32, entropy of the distribution in nats.
+    """
+
+    logits: Tensor
+    logprobs: Tensor
+    tokens: Tensor
+    confidence: Tensor
+    entropy: Tensor
+
+    @property
+    def probs(self) -> Tensor:
+        """(B, L, V) float32 probabilities."""
+        return self.logprobs.exp()
+
+
+def predict(
+    model: Denoiser,
+    x: Tensor,
+    *,
+    where: Tensor,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
+    logits: Tensor | None = None,
+) -> Prediction:
+    """Run one forward pass on ``x`` (or reuse ``logits``) and propose a token per position.
+
+    Args:
+        x: (B, L) long ids.
+        where: (B, L) bool, positions that need a proposal; Gumbel noise is drawn only there,
+            so memory stays O(#masked * V) rather than O(B * L * V).
+        temperature: 0 for argmax, > 0 for a Gumbel-max sample of softmax(logits / T).
+        generator: the source of randomness for the Gumbel noise.
+        logits: reuse these (B, L, V) logits instead of calling the model.
+    """
+    if logits is None:
+        logits = model.logits(x, attention_mask=attention_mask)
+    logits = logits.clone()
+    logits[..., model.mask_id] = float("-inf")
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, L, V)
+    probs = logprobs.exp()
+    entropy = -(probs * logprobs.clamp_min(-1e4)).sum(-1)  # (B, L)
+    scores = logprobs.clone()
+    if temperature > 0:
+        idx = where.nonzero(as_tuple=True)
+        # float64: the double log of a float32 uniform loses the tail of the Gumbel distribution
+        u = torch.rand((idx[0].numel(), logits.shape[-1]), generator=generator, dtype=torch.float64, device=logits.device)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+        scores[idx] = (logprobs[idx].double() / temperature + gumbel).float()
+    tokens = scores.argmax(-1)  # (B, L)
+    confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    return Prediction(logits=logits, logprobs=logprobs, tokens=tokens, confidence=confidence, entropy=entropy)

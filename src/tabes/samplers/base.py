@@ -1,0 +1,116 @@
+"""The sampler interface: what the decoding loop hands a sampler and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from tabes.protocol import Denoiser, Prediction, predict
+
+
+@dataclass
+class StepState:
+    """Everything a sampler may look at in one denoising step (rows still decoding only).
+
+    Attributes:
+        x: (B, L) long, current ids; masked positions hold ``mask_id``.
+        maskable: (B, L) bool, masked positions of the current block: the positions a
+            sampler may commit this step.
+        fixed: (B, L) bool, positions given by the caller; never changed.
+        budget: (B,) long, tokens the schedule asks to commit this step (>= 1 where a row has
+            masked positions).
+        step: 0-based index of this step within the whole call.
+        num_steps: T, total steps of the call.
+        t: diffusion time of this step, in (0, 1]: 1 at the first step, 1/T at the last.
+        temperature: 0 for greedy tokens, > 0 for Gumbel sampling.
+        generator: the only source of randomness a sampler may use.
+        attention_mask: optional (B, L) bool, False on padding.
+    """
+
+    x: Tensor
+    maskable: Tensor
+    fixed: Tensor
+    budget: Tensor
+    step: int
+    num_steps: int
+    t: float
+    temperature: float
+    generator: torch.Generator | None
+    attention_mask: Tensor | None = None
+
+    def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
+        """One forward pass on ``x`` (default: the current ids) with this step's temperature."""
+        x = self.x if x is None else x
+        where = x == model.mask_id
+        return predict(
+            model,
+            x,
+            where=where,
+            temperature=self.temperature,
+            generator=self.generator,
+            attention_mask=self.attention_mask,
+            logits=logits,
+        )
+
+
+@dataclass
+class StepResult:
+    """What a sampler decides in one step.
+
+    Attributes:
+        commit: (B, L) bool, positions to unmask now (a subset of ``maskable``).
+        tokens: (B, L) long, the token for each committed position (ignored elsewhere).
+        prediction: the forward pass the decision used, for tracing.
+        remask: optional (B, L) bool, previously committed positions to mask again (ReMDM).
+        info: per-row extra trace fields, each a list of length B of JSON-able values.
+    """
+
+    commit: Tensor
+    tokens: Tensor
+    prediction: Prediction
+    remask: Tensor | None = None
+    info: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class Sampler(Protocol):
+    """A decoding rule. One class per file, registered by name, with a frozen config.
+
+    ``fixed_budget`` is True when each step commits exactly ``state.budget`` tokens per row;
+    adaptive samplers commit at least that many (so the call still ends in ``num_steps``) and
+    may finish early.
+    """
+
+    name: ClassVar[str]
+    fixed_budget: ClassVar[bool]
+    config: Any
+
+    def step(self, model: Denoiser, state: StepState) -> StepResult: ...
+
+
+def top_k_mask(scores: Tensor, allowed: Tensor, k: Tensor) -> Tensor:
+    """Select the ``k[b]`` highest-scoring allowed positions of each row.
+
+    Args:
+        scores: (B, L) float; higher is better.
+        allowed: (B, L) bool.
+        k: (B,) long, clamped to the number of allowed positions.
+
+    Returns:
+        (B, L) bool mask. Ties are broken by position (lower first), so results do not depend
+        on the batch a row is decoded in.
+    """
+    s = scores.float().masked_fill(~allowed, float("-inf"))
+    # stable descending sort: equal scores keep position order
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices  # (B, L)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
+    k = torch.minimum(k, allowed.sum(-1))
+    return (rank < k[:, None]) & allowed
+
+
+def config_fields(config: Any) -> dict[str, Any]:
+    """The fields of a sampler config as a plain dict."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}

@@ -1,0 +1,37 @@
+"""Random order: commit b uniformly random masked positions (the MDM's native order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from tabes.protocol import Denoiser
+from tabes.samplers import register
+from tabes.samplers.base import StepResult, StepState, top_k_mask
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    """No options: positions are drawn from the step's ``torch.Generator``."""
+
+
+@register
+class RandomSampler:
+    """Commit b uniformly random masked positions (batch-invariant). One forward pass per step."""
+
+    name: ClassVar[str] = "random"
+    fixed_budget: ClassVar[bool] = True
+    Config = RandomConfig
+
+    def __init__(self, config: RandomConfig | None = None) -> None:
+        self.config = config or RandomConfig()
+
+    def step(self, model: Denoiser, state: StepState) -> StepResult:
+        pred = state.predict(model)
+        # one draw of L scores per step, shared by the rows: a row's order then does not
+        # depend on the batch it is decoded in (each row's order is still uniformly random)
+        scores = torch.rand(state.x.shape[1], generator=state.generator).to(state.x.device)
+        commit = top_k_mask(scores.expand_as(state.maskable), state.maskable, state.budget)
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred)

@@ -1,0 +1,382 @@
+"""9x9 Sudoku as a masked-diffusion task: parse, validate, verify, solve and generate.
+
+A grid is a list of 81 ints in row-major order, 0 for a blank and 1..9 for a digit.
+The model sees token ids: digit ``d`` is id ``d - 1`` and the mask token is id ``MASK_ID``.
+
+The exact solver (bitmask backtracking with a minimum-remaining-values rule) is used only to
+generate training puzzles with a unique solution and to check uniqueness in tests; decoding
+never calls it.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VOCAB_SIZE = 10  # ids 0..8 are digits 1..9, id 9 is the mask
+MASK_ID = 9
+N_CELLS = 81
+
+ROW = [i // 9 for i in range(N_CELLS)]
+COL = [i % 9 for i in range(N_CELLS)]
+BOX = [(i // 27) * 3 + (i % 9) // 3 for i in range(N_CELLS)]
+_POP = [bin(m).count("1") for m in range(512)]
+_BIT2D = {1 << (d - 1): d for d in range(1, 10)}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_puzzle(text: str) -> list[int]:
+    """Parse an 81-cell puzzle: digits 1-9, '0' or '.' for blanks; whitespace is ignored.
+
+    Accepts one line of 81 characters or 9 lines of 9. Raises ``ValueError`` naming the bad
+    character (with its row and column) or the wrong length. Does not check for clashes;
+    see :func:`validate_puzzle`.
+
+    Example:
+        >>> parse_puzzle("53..7...." + "." * 72)[:5]
+        [5, 3, 0, 0, 7]
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"puzzle must be a str, got {type(text).__name__}")
+    chars = [ch for ch in text if not ch.isspace()]
+    for k, ch in enumerate(chars):
+        if ch not in "0123456789.":
+            where = f" (row {k // 9 + 1}, column {k % 9 + 1})" if k < N_CELLS else ""
+            raise ValueError(f"bad character {ch!r} at position {k + 1}{where}; use digits 1-9 and '0' or '.' for blanks")
+    if len(chars) != N_CELLS:
+        raise ValueError(f"a 9x9 puzzle has 81 cells, got {len(chars)}")
+    return [0 if ch == "." else int(ch) for ch in chars]
+
+
+def find_clashes(cells: list[int]) -> list[str]:
+    """Describe every repeated digit in a row, column or box, e.g. ``"digit 5 twice in row 1"``."""
+    problems = []
+    for kind, key in (("row", ROW), ("column", COL), ("box", BOX)):
+        for unit in range(9):
+            seen: dict[int, int] = {}
+            for i in range(N_CELLS):
+                d = cells[i]
+                if key[i] == unit and d:
+                    seen[d] = seen.get(d, 0) + 1
+            for d, n in sorted(seen.items()):
+                if n > 1:
+                    problems.append(f"digit {d} appears {n} times in {kind} {unit + 1}")
+    return problems
+
+
+def validate_puzzle(cells: list[int]) -> None:
+    """Raise ``ValueError`` naming the row, column or box where givens clash."""
+    if len(cells) != N_CELLS or any(not 0 <= d <= 9 for d in cells):
+        raise ValueError(f"expected 81 values in 0..9, got {len(cells)} values")
+    problems = find_clashes(cells)
+    if problems:
+        raise ValueError("clashing givens: " + "; ".join(problems))
+
+
+def verify(grid: list[int], puzzle: list[int] | None = None) -> bool:
+    """True when ``grid`` is a complete valid Sudoku that keeps every given of ``puzzle``."""
+    if len(grid) != N_CELLS or any(not 1 <= d <= 9 for d in grid):
+        return False
+    if find_clashes(grid):
+        return False
+    return puzzle is None or all(not p or p == g for p, g in zip(puzzle, grid))
+
+
+def to_ids(cells: list[int]) -> list[int]:
+    """Grid (0 = blank) to model ids (blank -> ``MASK_ID``)."""
+    return [MASK_ID if d == 0 else d - 1 for d in cells]
+
+
+def from_ids(ids: list[int]) -> list[int]:
+    """Model ids to grid digits (mask -> 0)."""
+    return [0 if t == MASK_ID else int(t) + 1 for t in ids]
+
+
+def grid_str(cells: list[int]) -> str:
+    """81-character string, '0' for blanks."""
+    return "".join(str(d) for d in cells)
+
+
+def format_board(cells: list[int], wrong: set[int] | None = None) -> str:
+    """A 9x9 board with box separators; cells in ``wrong`` are marked with '*'."""
+    wrong = wrong or set()
+    lines = []
+    for r in range(9):
+        if r and r % 3 == 0:
+            lines.append("------+-------+------")
+        parts = []
+        for c in range(9):
+            if c and c % 3 == 0:
+                parts.append("|")
+            i = r * 9 + c
+            d = cells[i]
+            parts.append(("." if d == 0 else str(d)) + ("*" if i in wrong else ""))
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PuzzleRecord:
+    """One row of a puzzle file: ``puzzle`` exactly as read, parsed ``cells``, optional solution."""
+
+    puzzle: str
+    cells: list[int]
+    solution: list[int] | None
+    source: str
+
+
+def read_csv(path: str | Path) -> list[PuzzleRecord]:
+    """Read a CSV with a ``puzzle`` column and optional ``solution`` and ``source`` columns.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the line of a
+    malformed or clashing puzzle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"puzzle file not found: {path}")
+    records = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "puzzle" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected a CSV header with a 'puzzle' column, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                cells = parse_puzzle(row["puzzle"])
+                validate_puzzle(cells)
+                sol = parse_puzzle(row["solution"]) if row.get("solution") else None
+            except ValueError as err:
+                raise ValueError(f"{path}, line {line}: {err}") from None
+            records.append(PuzzleRecord(row["puzzle"], cells, sol, row.get("source") or ""))
+    return records
+
+
+# --------------------------------------------------------------------------- exact solver
+
+
+def _masks(cells: list[int]) -> tuple[list[int], list[int], list[int]]:
+    rows, cols, boxes = [0] * 9, [0] * 9, [0] * 9
+    for i, d in enumerate(cells):
+        if d:
+            b = 1 << (d - 1)
+            rows[ROW[i]] |= b
+            cols[COL[i]] |= b
+            boxes[BOX[i]] |= b
+    return rows, cols, boxes
+
+
+def _search(grid, rows, cols, boxes, empties, limit, out, rng):
+    best, best_m, best_n = -1, 0, 10
+    for i in empties:
+        if grid[i] == 0:
+            m = ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]]) & 511
+            n = _POP[m]
+            if n < best_n:
+                best, best_m, best_n = i, m, n
+                if n <= 1:
+                    break
+    if best < 0:  # complete
+        if out is not None and not out:
+            out.append(list(grid))
+        return 1
+    if best_n == 0:
+        return 0
+    bits = [b for b in _BIT2D if best_m & b]
+    if rng is not None:
+        rng.shuffle(bits)
+    r, c, x = ROW[best], COL[best], BOX[best]
+    total = 0
+    for b in bits:
+        grid[best] = _BIT2D[b]
+        rows[r] |= b
+        cols[c] |= b
+        boxes[x] |= b
+        total += _search(grid, rows, cols, boxes, empties, limit - total, out, rng)
+        rows[r] ^= b
+        cols[c] ^= b
+        boxes[x] ^= b
+        grid[best] = 0
+        if total >= limit:
+            break
+    return total
+
+
+def count_solutions(cells: list[int], limit: int = 2) -> int:
+    """Number of solutions of a clash-free puzzle, counting at most ``limit``."""
+    grid = list(cells)
+    rows, cols, boxes = _masks(grid)
+    empties = [i for i in range(N_CELLS) if grid[i] == 0]
+    return _search(grid, rows, cols, boxes, empties, limit, None, None)
+
+
+def solve(cells: list[int], rng: random.Random | None = None) -> list[int] | None:
+    """One solution (random among several when ``rng`` is given), or None if there is none."""
+    grid = list(cells)
+    rows, cols, boxes = _masks(grid)
+    empties = [i for i in range(N_CELLS) if grid[i] == 0]
+    out: list[list[int]] = []
+    _search(grid, rows, cols, boxes, empties, 1, out, rng)
+    return out[0] if out else None
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def random_grid(rng: random.Random) -> list[int]:
+    """A uniformly shuffled-search random complete grid."""
+    grid = solve([0] * N_CELLS, rng)
+    assert grid is not None  # the empty grid always has a solution
+    return grid
+
+
+def make_puzzle(solution: list[int], rng: random.Random, min_givens: int = 17) -> list[int]:
+    """Remove clues from ``solution`` in random order while the solution stays unique.
+
+    The result is a minimal puzzle (no given can be removed) unless ``min_givens`` stops the
+    removal first. Uniqueness of each removal is checked by asking the solver for a solution
+    with a different digit in the removed cell.
+    """
+    puzzle = list(solution)
+    order = list(range(N_CELLS))
+    rng.shuffle(order)
+    givens = N_CELLS
+    for i in order:
+        if givens <= min_givens:
+            break
+        d = puzzle[i]
+        puzzle[i] = 0
+        grid = list(puzzle)
+        rows, cols, boxes = _masks(grid)
+        empties = [j for j in range(N_CELLS) if grid[j] == 0]
+        # any solution with another digit at i is a second solution
+        b = 1 << (d - 1)
+        alt = ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]]) & 511 & ~b
+        other = False
+        for bb in _BIT2D:
+            if alt & bb:
+                grid[i] = _BIT2D[bb]
+                rows[ROW[i]] |= bb
+                cols[COL[i]] |= bb
+                boxes[BOX[i]] |= bb
+                other = _search(grid, rows, cols, boxes, empties, 1, None, None) > 0
+                rows[ROW[i]] ^= bb
+                cols[COL[i]] ^= bb
+                boxes[BOX[i]] ^= bb
+                grid[i] = 0
+                if other:
+                    break
+        if other:
+            puzzle[i] = d
+        else:
+            givens -= 1
+    return puzzle
+
+
+def generate_puzzles(n: int, seed: int, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random minimal puzzles with unique solutions.
+
+    Returns ``(puzzles, solutions)``, both ``(n, 81)`` uint8 arrays, 0 for blanks.
+    """
+    rng = random.Random(seed)
+    puzzles = np.zeros((n, N_CELLS), dtype=np.uint8)
+    solutions = np.zeros((n, N_CELLS), dtype=np.uint8)
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="generating puzzles", unit="puzzle")
+    for k in it:
+        sol = random_grid(rng)
+        puzzles[k] = make_puzzle(sol, rng)
+        solutions[k] = sol
+    return puzzles, solutions
+
+
+def random_symmetry(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Apply an independent random validity-preserving transform to each row.
+
+    Transforms: digit relabelling, band and stack permutations, row and column permutations
+    inside bands and stacks, and transposition. Inputs and outputs are ``(N, 81)`` arrays with
+    0 for blanks; a puzzle keeps its number of solutions and its difficulty.
+    """
+    n = puzzles.shape[0]
+
+    def perm9(k):  # (k, 9) permutations of 0..8 that keep the 3x3 band structure
+        outer = np.argsort(rng.random((k, 3)), axis=1)
+        inner = np.argsort(rng.random((k, 3, 3)), axis=2)
+        return (outer[:, :, None] * 3 + np.take_along_axis(inner, outer[:, :, None].repeat(3, 2), axis=1)).reshape(k, 9)
+
+    rows, cols = perm9(n), perm9(n)
+    idx = rows[:, :, None] * 9 + cols[:, None, :]  # (N, 9, 9) source cell for each target cell
+    transpose = rng.random(n) < 0.5
+    idx[transpose] = idx[transpose].transpose(0, 2, 1)
+    idx = idx.reshape(n, N_CELLS)
+    relabel = np.concatenate([np.zeros((n, 1), dtype=np.int64), 1 + np.argsort(rng.random((n, 9)), axis=1)], axis=1)
+    p = np.take_along_axis(puzzles.astype(np.int64), idx, axis=1)
+    s = np.take_along_axis(solutions.astype(np.int64), idx, axis=1)
+    return np.take_along_axis(relabel, p, axis=1).astype(np.uint8), np.take_along_axis(relabel, s, axis=1).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class Solved:
+    """One decoded puzzle: the grid, whether it is valid (complete, no clash, keeps the givens),
+    whether it equals the known solution (None when unknown), and its compute."""
+
+    grid: list[int]
+    valid: bool
+    correct: bool | None
+    forwards: int
+    backwards: int
+    seconds: float
+
+
+def decode_puzzles(
+    model,
+    puzzles: list[list[int]],
+    *,
+    sampler="confidence",
+    steps: int = 81,
+    temperature: float = 0.0,
+    seed: int = 0,
+    solutions: list[list[int] | None] | None = None,
+    batch_size: int = 64,
+    progress=None,
+) -> list[Solved]:
+    """Decode Sudoku puzzles with any sampler through :func:`tabes.generate`.
+
+    ``seconds`` is the wall-clock time of the puzzle's batch divided by the batch size. A
+    ``progress`` callable is called with the number of puzzles finished after each batch.
+    """
+    import time
+
+    import torch
+
+    from tabes.generate import generate
+
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    results: list[Solved] = []
+    for lo in range(0, len(puzzles), batch_size):
+        chunk = puzzles[lo : lo + batch_size]
+        ids = torch.tensor([to_ids(p) for p in chunk], dtype=torch.long)
+        start = time.perf_counter()
+        out = generate(model, ids, sampler=sampler, steps=steps, temperature=temperature, generator=generator)
+        per = (time.perf_counter() - start) / len(chunk)
+        for j, p in enumerate(chunk):
+            grid = from_ids(out.sequences[j].tolist())
+            sol = solutions[lo + j] if solutions is not None else None
+            results.append(
+                Solved(grid, verify(grid, p), None if sol is None else grid == sol, int(out.forwards[j]), int(out.backwards[j]), per)
+            )
+        if progress is not None:
+            progress(len(chunk))
+    return results

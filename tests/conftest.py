@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random-initialised models and a few real-format puzzles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tabes.models.mdm import MDM, MDMConfig
+from tabes.tasks import sudoku
+
+# two puzzles from the public domain examples (Wikipedia's, and a 17-clue one)
+PUZZLES = [
+    "530070000600195000098000060800060003400803001700020006060000280000419005000080079",
+    "000000010400000000020000000000050407008000300001090000300400200050100000000806000",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_sudoku_model() -> MDM:
+    torch.manual_seed(0)
+    return MDM(MDMConfig(d_model=32, n_layers=2, n_heads=2)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_seq_model() -> MDM:
+    torch.manual_seed(1)
+    return MDM(MDMConfig(vocab_size=13, mask_id=12, seq_len=24, d_model=32, n_layers=2, n_heads=2, layout="sequence")).eval()
+
+
+@pytest.fixture()
+def sudoku_ids() -> torch.Tensor:
+    """(3, 81) ids: two puzzles and a fully masked grid."""
+    rows = [sudoku.to_ids(sudoku.parse_puzzle(p)) for p in PUZZLES] + [[sudoku.MASK_ID] * 81]
+    return torch.tensor(rows, dtype=torch.long)
