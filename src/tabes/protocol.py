@@ -143,3 +143,57 @@ def predict(
     tokens = scores.argmax(-1)  # (B, L)
     confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
     return Prediction(logits=logits, logprobs=logprobs, tokens=tokens, confidence=confidence, entropy=entropy)
+
+
+class CountingDenoiser:
+    """Wraps a denoiser for a sub-batch of rows and counts passes per original row.
+
+    A call on a batch of ``m * len(rows)`` sequences (a sampler that repeats its batch ``m``
+    times, e.g. to score ``m`` candidates) counts ``m`` passes for every row. A backward pass
+    through the output of a call is counted by a gradient hook on that output.
+    """
+
+    def __init__(self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor) -> None:
+        self.model, self.rows, self.forwards, self.backwards = model, rows, forwards, backwards
+        self.vocab_size, self.mask_id = model.vocab_size, model.mask_id
+
+    def __getattr__(self, name: str) -> Any:  # pass through anything else (config, device, ...)
+        return getattr(self.model, name)
+
+    def _multiplicity(self, batch: int) -> int:
+        n = self.rows.numel()
+        if batch % n:
+            raise RuntimeError(f"a sampler called the denoiser on {batch} sequences for {n} rows; use a multiple of {n}")
+        return batch // n
+
+    def subset(self, local: Tensor) -> CountingDenoiser:
+        """The same model for a subset of this sub-batch's rows, (k,) long local indices."""
+        return CountingDenoiser(self.model, self.rows[local], self.forwards, self.backwards)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.model.embed(ids)
+
+    def token_embeddings(self) -> Tensor:
+        return self.model.token_embeddings()
+
+    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        m = self._multiplicity(embeds.shape[0])
+        out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)
+        self.forwards[self.rows] += m
+        if out.requires_grad:
+
+            def count_backward(grad: Tensor) -> Tensor:
+                self.backwards[self.rows] += m
+                return grad
+
+            out.register_hook(count_backward)
+        return out
+
+    def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        return self.logits_from_embeds(self.embed(ids), attention_mask=attention_mask)
+
+
+def select_rows(model: Denoiser, local: Tensor) -> Denoiser:
+    """The model for a subset of the current rows: keeps per-row pass counts right when
+    ``model`` is the loop's :class:`CountingDenoiser`; any other denoiser is returned as is."""
+    return model.subset(local) if isinstance(model, CountingDenoiser) else model

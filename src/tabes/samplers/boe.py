@@ -1,0 +1,222 @@
+"""Backward-on-Entropy (BoE) steering (TABES, arXiv 2602.00250).
+
+One step, per row (the numbers match ``docs/boe.md``):
+
+    1. forward:     pi_i, H_i, c_i for every masked position i
+    2. prefilter:   candidates C = top-r masked positions by confidence (at least the budget b)
+    3. surrogate:   inject e~_i = sum_v pihat_i(v) E[v], pihat_i ~ pi_i^(1/tau), at each i in C;
+                    every other position keeps its embedding (masked ones keep e_mask);
+                    probes P = masked positions not in C (with rho < 1: the top ceil(rho*L)
+                    of them by entropy); one forward from embeddings gives
+                    H~ = sum_{j in P} H(pi~_j)
+    4. backward:    g_i = dH~ / de~_i (gradients w.r.t. the injected embeddings only)
+    5. TIS:         TIS_i = -<g_i, e~_i - e_mask>  (first-order predicted drop of H~ when i is revealed)
+    6. score:       s_i = c_i^gamma * norm(TIS_i) - lambda_ac * max(0, h_t - H_i)^2, h_t = h_max * t
+                    commit the top-b candidates by s_i
+
+Cost: 2 forwards + 1 backward per step. The backward runs through ActiveQueryAttention with the
+active set chosen by ``active``: ``"candidates"`` (A = C), ``"candidates+probes"`` (A = C and P)
+or ``"dense"`` (no AQA; the -AQA ablation).
+
+Endgame: a row with no probes left (every masked position is a candidate) has nothing to steer
+by, so it falls back to confidence order for that step and skips steps 3-5 (no surrogate
+forward, no backward). The trace marks such rows with ``"fallback": true``.
+
+Gradients are enabled only inside step 3-4, and only the injected embeddings are inputs of
+``torch.autograd.grad``: nothing accumulates on model parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from tabes.protocol import Denoiser, select_rows
+from tabes.samplers import register
+from tabes.samplers.base import StepResult, StepState, top_k_mask
+
+ACTIVE_SETS = ("candidates", "candidates+probes", "dense")
+NORMS = ("minmax", "rank")
+
+
+@dataclass(frozen=True)
+class BoEConfig:
+    """Every knob of BoE steering.
+
+    Attributes:
+        r: candidates per step (the top-r masked positions by confidence; at least the budget).
+        tau: sharpening temperature of the soft embeddings, pihat ~ pi^(1/tau); tau -> 0 is the argmax token.
+        gamma: confidence gating exponent in c^gamma * norm(TIS).
+        lambda_ac: weight of the anti-collapse penalty (0 disables it).
+        h_max: entropy floor at t = 1 (nats); the floor decays as h_t = h_max * t.
+        rho: active fraction; probes are the top ceil(rho * L) remaining masked positions by
+            entropy (rho = 1 keeps all of them).
+        active: AQA active set: "candidates", "candidates+probes" or "dense" (full backward).
+        norm: how TIS is mapped to a common scale over the candidates of a row:
+            "minmax" to [0, 1], or "rank" (rank / (|C| - 1)).
+        use_tis: False drops TIS (score c^gamma - anti-collapse): the -TIS ablation; it then
+            needs no surrogate forward and no backward.
+    """
+
+    r: int = 8
+    tau: float = 0.5
+    gamma: float = 1.0
+    lambda_ac: float = 0.0
+    h_max: float = 1.0
+    rho: float = 1.0
+    active: str = "candidates+probes"
+    norm: str = "minmax"
+    use_tis: bool = True
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if not self.gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        if not self.lambda_ac >= 0:
+            raise ValueError(f"lambda_ac must be >= 0, got {self.lambda_ac}")
+        if not self.h_max >= 0:
+            raise ValueError(f"h_max must be >= 0, got {self.h_max}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+        if self.active not in ACTIVE_SETS:
+            raise ValueError(f"active must be one of {ACTIVE_SETS}, got {self.active!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+
+
+def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
+    """Map TIS over each row's candidates to [0, 1]; (B, L) -> (B, L), 0 off candidates."""
+    if how == "rank":
+        s = tis.masked_fill(~cand, float("-inf"))
+        rank = torch.sort(s, dim=-1, stable=True).indices.argsort(-1)  # ascending rank, candidates last
+        n = cand.sum(-1, keepdim=True)
+        pos = rank - (tis.shape[1] - n)  # 0 .. n-1 among candidates
+        return (pos.float() / (n - 1).clamp_min(1)).where(cand, 0.0)
+    lo = tis.masked_fill(~cand, float("inf")).amin(-1, keepdim=True)
+    hi = tis.masked_fill(~cand, float("-inf")).amax(-1, keepdim=True)
+    span = hi - lo
+    out = torch.where(span > 0, (tis - lo) / span.clamp_min(1e-30), torch.ones_like(tis))
+    return out.where(cand, 0.0)
+
+
+def future_entropy(
+    model: Denoiser, embeds: Tensor, probes: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None
+) -> Tensor:
+    """H~ per row: the summed entropy at the probe positions of a forward from ``embeds``.
+
+    Shapes: embeds (B, L, D), probes (B, L) bool -> (B,). The mask token is excluded from
+    each distribution, as in decoding.
+    """
+    logits = model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)  # (B, L, V)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least, float64 kept
+    logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == model.mask_id, float("-inf"))
+    logp = torch.log_softmax(logits, dim=-1)
+    ent = -(logp.exp() * logp.clamp_min(-1e4)).sum(-1)  # (B, L)
+    return (ent * probes).sum(-1)
+
+
+def token_influence(
+    model: Denoiser,
+    x: Tensor,
+    probs: Tensor,
+    candidates: Tensor,
+    probes: Tensor,
+    *,
+    tau: float,
+    active: str,
+    attention_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Steps 3-5: the Token Influence Score of every candidate.
+
+    Args:
+        x: (B, L) current ids.
+        probs: (B, L, V) the first forward's distributions (mask token excluded).
+        candidates, probes: (B, L) bool, disjoint.
+        tau: soft-embedding sharpening temperature.
+        active: AQA active set, one of ``ACTIVE_SETS``.
+
+    Returns:
+        tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row.
+    """
+    E = model.token_embeddings()  # (V_in, D)
+    V_in = E.shape[0]
+    with torch.no_grad():
+        sharp = probs[..., :V_in].clamp_min(1e-30).log() / tau
+        pihat = torch.softmax(sharp, dim=-1)  # (B, L, V_in)
+        soft = (pihat.to(E.dtype) @ E).detach()  # (B, L, D) e~ at every position; used at candidates
+        base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask
+        e_mask = E[model.mask_id].detach()  # (D,)
+    act = None
+    if active == "candidates":
+        act = candidates
+    elif active == "candidates+probes":
+        act = candidates | probes
+    with torch.enable_grad():
+        inj = soft.clone().requires_grad_(True)
+        embeds = torch.where(candidates[..., None], inj, base)  # (B, L, D)
+        future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act)  # (B,) H~ per row
+        (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
+    tis = -((grad * (soft - e_mask)).sum(-1)).float()  # (B, L)
+    return tis.where(candidates, 0.0), future.detach()
+
+
+@register
+class BoESampler:
+    """Backward-on-Entropy steering: confidence-gated Token Influence Score. 2 forwards + 1 backward per step."""
+
+    name: ClassVar[str] = "boe"
+    fixed_budget: ClassVar[bool] = True
+    Config = BoEConfig
+
+    def __init__(self, config: BoEConfig | None = None) -> None:
+        self.config = config or BoEConfig()
+
+    def step(self, model: Denoiser, state: StepState) -> StepResult:
+        cfg = self.config
+        B, L = state.x.shape
+        # 1. forward
+        pred = state.predict(model)
+        conf, ent = pred.confidence, pred.entropy
+        # 2. prefilter: top-r by confidence (never fewer than the budget)
+        cand = top_k_mask(conf, state.maskable, torch.clamp(state.budget, min=cfg.r))
+        probes = state.maskable & ~cand
+        if cfg.rho < 1:
+            probes = top_k_mask(ent, probes, torch.full((B,), math.ceil(cfg.rho * L), dtype=torch.long))
+        steer = probes.any(-1) if cfg.use_tis else torch.zeros(B, dtype=torch.bool)
+        # 3-5. surrogate forward, backward, TIS on the rows that have probes
+        tis = torch.zeros(B, L)
+        future = torch.zeros(B)
+        rows = steer.nonzero().squeeze(-1)
+        if rows.numel():
+            sub = select_rows(model, rows)
+            am = None if state.attention_mask is None else state.attention_mask[rows]
+            t_sub, f_sub = token_influence(
+                sub, state.x[rows], pred.probs[rows], cand[rows], probes[rows], tau=cfg.tau, active=cfg.active, attention_mask=am
+            )
+            tis[rows], future[rows] = t_sub, f_sub
+        # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty
+        h_t = cfg.h_max * state.t
+        penalty = (h_t - ent).clamp_min(0) ** 2
+        gate = conf.clamp_min(0) ** cfg.gamma
+        if cfg.use_tis:
+            score = gate * _normalise(tis, cand, cfg.norm) - cfg.lambda_ac * penalty
+            score = torch.where(steer[:, None], score, conf)  # endgame (no probes): confidence order
+        else:
+            score = gate - cfg.lambda_ac * penalty
+        commit = top_k_mask(score, cand, state.budget)
+        info = {
+            "candidates": [cand[b].nonzero().squeeze(-1).tolist() for b in range(B)],
+            "probes": [int(n) for n in probes.sum(-1)],
+            "tis": [[round(v, 6) for v in tis[b][cand[b]].tolist()] for b in range(B)],
+            "h_t": [h_t] * B,
+            "future_entropy": [round(float(v), 6) for v in future],
+            "fallback": [cfg.use_tis and not bool(s) for s in steer],
+        }
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info=info)

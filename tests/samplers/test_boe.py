@@ -1,0 +1,116 @@
+"""BoE-specific checks: the Taylor meaning of TIS, AQA agreement, no parameter gradients, endgame."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tabes import generate, get_sampler
+from tabes.models.mdm import MDM, MDMConfig
+from tabes.protocol import predict
+from tabes.samplers.base import top_k_mask
+from tabes.samplers.boe import BoEConfig, future_entropy, token_influence
+
+
+def _setup(dtype=torch.float64, aqa_mode="exact"):
+    torch.manual_seed(0)
+    model = MDM(MDMConfig(d_model=32, n_layers=2, n_heads=2, aqa_mode=aqa_mode)).to(dtype).eval()
+    with torch.no_grad():  # larger weights than the init so that H~ depends visibly on the candidates
+        for p in model.parameters():
+            p.mul_(8.0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 9, (2, 81), generator=g)
+    x[torch.rand(2, 81, generator=g) < 0.6] = model.mask_id
+    masked = x == model.mask_id
+    with torch.no_grad():
+        pred = predict(model, x, where=masked)
+    cand = top_k_mask(pred.confidence, masked, torch.tensor([6, 6]))
+    probes = masked & ~cand
+    return model, x, pred, cand, probes
+
+
+def test_tis_is_the_first_order_entropy_change():
+    """Moving candidate i from e~_i towards e_mask by eps changes H~ by eps * TIS_i (to first order);
+    equivalently, revealing (e_mask -> e~_i) lowers H~ by TIS_i. The relative error shrinks like eps."""
+    model, x, pred, cand, probes = _setup()
+    tis, h0 = token_influence(model, x, pred.probs, cand, probes, tau=0.5, active="dense")
+    E = model.token_embeddings().detach()
+    with torch.no_grad():
+        pihat = torch.softmax(pred.probs[..., :10].clamp_min(1e-30).log() / 0.5, -1)
+        soft = pihat.to(E.dtype) @ E
+        base = torch.where(cand[..., None], soft, model.embed(x))
+        for b in range(2):
+            for i in cand[b].nonzero().squeeze(-1).tolist()[:3]:
+                errors = []
+                for eps in (1e-3, 1e-4, 1e-5):
+                    e = base.clone()
+                    e[b, i] += eps * (E[model.mask_id] - soft[b, i])
+                    dh = float(future_entropy(model, e, probes)[b] - h0[b])
+                    errors.append(abs(dh - eps * float(tis[b, i])) / abs(eps * float(tis[b, i])))
+                assert errors[-1] < 1e-2, errors
+                assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5, errors  # linear in eps
+
+
+def test_exact_aqa_tis_equals_reference_and_differs_from_dense():
+    results = {}
+    for mode in ("exact", "reference"):
+        model, x, pred, cand, probes = _setup(torch.float32, aqa_mode=mode)
+        for active in ("candidates", "candidates+probes"):
+            results[mode, active] = token_influence(model, x, pred.probs, cand, probes, tau=0.5, active=active)[0]
+    dense = token_influence(model, x, pred.probs, cand, probes, tau=0.5, active="dense")[0]
+    for active in ("candidates", "candidates+probes"):
+        torch.testing.assert_close(results["exact", active], results["reference", active], atol=1e-5, rtol=1e-4)
+    assert (results["exact", "candidates"] - dense).abs().max() > 1e-4  # AQA is a real approximation
+
+
+def test_no_parameter_gradient_after_boe(tiny_sudoku_model, sudoku_ids):
+    for p in tiny_sudoku_model.parameters():
+        p.grad = None
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe", steps=10)
+    assert (out.backwards > 0).all()
+    assert all(p.grad is None for p in tiny_sudoku_model.parameters())
+    assert torch.is_grad_enabled()
+
+
+def test_endgame_falls_back_to_confidence(tiny_sudoku_model, sudoku_ids):
+    ids = sudoku_ids[:1].clone()
+    target = generate(tiny_sudoku_model, ids, sampler="confidence", steps=81).sequences
+    few = target.clone()
+    few[0, [3, 40, 77]] = tiny_sudoku_model.mask_id  # 3 masked cells < r = 8 candidates: no probes
+    boe = generate(tiny_sudoku_model, few, sampler="boe:r=8", steps=3, trace=True)
+    conf = generate(tiny_sudoku_model, few, sampler="confidence", steps=3)
+    assert torch.equal(boe.sequences, conf.sequences)
+    assert boe.backwards.item() == 0 and boe.forwards.item() == 3
+    assert all(r["fallback"] for r in boe.trace)
+
+
+def test_counts_two_forwards_and_one_backward_per_steered_step(tiny_sudoku_model, sudoku_ids):
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe", steps=20, trace=True)
+    for row in range(3):
+        recs = [r for r in out.trace if r["row"] == row]
+        steered = sum(not r["fallback"] for r in recs)
+        assert out.backwards[row] == steered and out.forwards[row] == len(recs) + steered
+        assert all(len(r["tis"]) == len(r["candidates"]) for r in recs)
+
+
+def test_rho_limits_probes(tiny_sudoku_model, sudoku_ids):
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe:rho=0.1", steps=10, trace=True)
+    assert max(r["probes"] for r in out.trace) <= 9  # ceil(0.1 * 81)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"r": 0}, "r must be"),
+        ({"tau": 0}, "tau must be"),
+        ({"rho": 1.5}, "rho must be"),
+        ({"active": "all"}, "active must be"),
+        ({"norm": "z"}, "norm must be"),
+        ({"lambda_ac": -1}, "lambda_ac"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BoEConfig(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        get_sampler("boe", **kwargs)
