@@ -170,6 +170,93 @@ def cmd_samplers(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _csv_list(kind):
+    def parse(text: str):
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+    return parse
+
+
+def _split_specs(text: str) -> list[str]:
+    """Split "boe:rho=0.25,r=4,margin,lookahead:k=4" into specs: an item with '=' and no ':'
+    continues the previous spec's options."""
+    specs: list[str] = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" in item and ":" not in item and specs:
+            specs[-1] += "," + item
+        else:
+            specs.append(item)
+    return specs
+
+
+def cmd_bench_aqa(args: argparse.Namespace) -> int:
+    from tabes.bench.aqa import AQABenchConfig, run_aqa_bench
+
+    cfg = AQABenchConfig(d_model=args.d_model, n_layers=args.layers, repeats=args.repeats, seed=args.seed)
+    rows = run_aqa_bench(args.lengths, args.rhos, cfg, progress=not args.json)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(
+        f"ActiveQueryAttention backward vs dense (d_model={cfg.d_model}, heads={cfg.n_heads}, layers={cfg.n_layers}, "
+        f"batch={cfg.batch}, {cfg.candidates} candidates, median of {cfg.repeats})"
+    )
+    print(f"{'L':>6} {'rho':>5} {'dense ms':>9} {'aqa ms':>9} {'ratio':>6} {'kv ms':>9} {'kv ratio':>8} {'attn share':>10} {'bound':>6}")
+    for r in rows:
+        print(
+            f"{r['L']:>6} {r['rho']:>5} {r['dense_ms']:>9.1f} {r['aqa_ms']:>9.1f} {r['ratio']:>6.3f} {r['kv_ms']:>9.1f} "
+            f"{r['kv_ratio']:>8.3f} {r['attn_share']:>10.3f} {r['bound']:>6.3f}"
+        )
+    return 0
+
+
+def cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    from tabes.bench.fidelity import tis_fidelity
+    from tabes.loading import load
+    from tabes.samplers.boe import BoEConfig
+    from tabes.tasks import sudoku
+
+    records = sudoku.read_csv(args.file)[: args.limit]
+    model = load(args.model)
+    rows = tis_fidelity(model, [r.cells for r in records], config=BoEConfig(r=args.r), max_steps_per_puzzle=args.max_steps)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"TIS fidelity vs dense backward ({len(records)} puzzles, r={args.r}, up to {args.max_steps} steered steps each)")
+        for r in rows:
+            print(
+                f"{r['mode']:>6} {r['active']:<18} spearman {r['spearman']}  top-b agreement {r['top_b_agreement']}  ({r['n_steps']} steps)"
+            )
+    return 0
+
+
+def cmd_bench_sudoku(args: argparse.Namespace) -> int:
+    from tabes.bench.sudoku import run_sudoku_bench
+    from tabes.loading import load
+
+    model = load(args.model)
+    records = run_sudoku_bench(
+        args.file,
+        args.samplers,
+        args.steps,
+        args.out,
+        limit=args.limit,
+        by_source=args.by_source,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        model=model,
+        progress=not args.no_progress,
+    )
+    print(f"{len(records)} cells in {args.out}/results.jsonl; report: {args.out}/report.md")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -208,6 +295,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the model and state in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("aqa", help="ActiveQueryAttention backward vs dense backward")
+    b.add_argument("--lengths", type=_csv_list(int), default=[256, 1024, 2048, 4096])
+    b.add_argument("--rhos", type=_csv_list(float), default=[0.1, 0.25, 0.5, 1.0])
+    b.add_argument("--d-model", type=_positive_int, default=512)
+    b.add_argument("--layers", type=_positive_int, default=2)
+    b.add_argument("--repeats", type=_positive_int, default=5)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_aqa)
+    b = bench.add_parser("fidelity", help="TIS of each AQA mode against the dense backward, on a puzzle file")
+    b.add_argument("--file", required=True)
+    b.add_argument("--limit", type=_positive_int, default=50)
+    b.add_argument("--r", type=_positive_int, default=8)
+    b.add_argument("--max-steps", type=_positive_int, default=20, help="steered steps per puzzle")
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench_fidelity)
+    b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
+    b.add_argument("--file", required=True)
+    b.add_argument("--samplers", type=_split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
+    b.add_argument("--steps", type=_csv_list(int), default=[81])
+    b.add_argument("--out", required=True)
+    b.add_argument("--limit", type=_positive_int)
+    b.add_argument("--by-source", action="store_true", help="one cell per source band (default: all puzzles together)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=_positive_int, default=64)
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench_sudoku)
 
     p = sub.add_parser("samplers", help="list the registered samplers and their options")
     p.set_defaults(func=cmd_samplers)

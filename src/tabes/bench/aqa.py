@@ -1,0 +1,217 @@
+"""``tabes bench aqa``: ActiveQueryAttention backward against the dense backward.
+
+For each sequence length L and active fraction rho, on our MDM architecture at a realistic
+width (``layout="sequence"``, random weights), it times the backward pass of BoE's surrogate
+(future entropy at the probes w.r.t. the injected candidate embeddings):
+
+- ``dense_ms``: full backward (no active mask);
+- ``aqa_ms``: ActiveQueryAttention backward with |A| = ceil(rho * L) active rows
+  (``kv_ms``: the approximate ``kv`` mode, for comparison);
+- ``attn_share``: the attention op's share of the dense backward time (the attention
+  backward timed alone, times the number of layers, over ``dense_ms``);
+- ``bound``: the Amdahl bound 1 - attn_share, the AQA/dense ratio reached if attention's
+  backward cost fell to zero.
+
+Dense and AQA are timed side by side in one process, interleaved, and the medians over
+``repeats`` are reported. ``step_ratio`` rows compare a whole BoE step with a confidence step.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tabes.models.mdm import MDM, MDMConfig
+
+
+@dataclass(frozen=True)
+class AQABenchConfig:
+    """Settings of the AQA benchmark (reported with the numbers)."""
+
+    d_model: int = 512
+    n_heads: int = 8
+    n_layers: int = 2
+    vocab_size: int = 256
+    batch: int = 1
+    candidates: int = 8
+    repeats: int = 5
+    seed: int = 0
+
+
+def _time(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Generator):
+    """Build one BoE surrogate problem; returns a closure per mode that runs forward + backward
+    and returns only the backward's milliseconds."""
+    B = cfg.batch
+    ids = torch.randint(0, cfg.vocab_size - 1, (B, L), generator=g)
+    masked = torch.rand(B, L, generator=g) < 0.7
+    ids[masked] = model.mask_id
+    order = torch.rand(B, L, generator=g).argsort(-1)
+    cand = torch.zeros(B, L, dtype=torch.bool)
+    cand.scatter_(1, order[:, : cfg.candidates], True)
+    n_active = max(cfg.candidates + 1, math.ceil(rho * L))
+    probes = torch.zeros(B, L, dtype=torch.bool)
+    probes.scatter_(1, order[:, cfg.candidates : n_active], True)
+    base = model.embed(ids).detach()
+    soft = torch.randn(B, L, model.config.d_model, generator=g) * 0.02
+
+    def run(active, mode="exact"):
+        model.config.aqa_mode = mode
+        inj = soft.clone().requires_grad_(True)
+        emb = torch.where(cand[..., None], inj, base)
+        logits = model.logits_from_embeds(emb, active=active)
+        logp = torch.log_softmax(logits.float(), -1)
+        h = -((logp.exp() * logp).sum(-1) * probes).sum()
+        t = time.perf_counter()
+        torch.autograd.grad(h, inj)
+        return (time.perf_counter() - t) * 1e3
+
+    return run, cand | probes
+
+
+def _attention_backward_ms(L: int, cfg: AQABenchConfig, repeats: int, g: torch.Generator) -> float:
+    """Median ms of one dense attention op's backward (SDPA, as the model runs it)."""
+    dh = cfg.d_model // cfg.n_heads
+    q, k, v = (torch.randn(cfg.batch, cfg.n_heads, L, dh, generator=g, requires_grad=True) for _ in range(3))
+    w = torch.randn(cfg.batch, cfg.n_heads, L, dh, generator=g)
+
+    def once():
+        out = F.scaled_dot_product_attention(q, k, v)
+        t = time.perf_counter()
+        torch.autograd.grad((out * w).sum(), (q, k, v))
+        return (time.perf_counter() - t) * 1e3
+
+    once()
+    return statistics.median(once() for _ in range(repeats))
+
+
+def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | None = None, progress: bool = True) -> list[dict]:
+    """Rows ``{L, rho, dense_ms, aqa_ms, kv_ms, ratio, kv_ratio, attn_share, bound}``, one per (L, rho)."""
+    cfg = cfg or AQABenchConfig()
+    for L in lengths:
+        if cfg.candidates >= L:
+            raise ValueError(f"every length must exceed the {cfg.candidates} candidates, got {L}")
+    for rho in rhos:
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    total = len(lengths) * len(rhos)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="bench aqa", unit="cell", leave=False)
+    for L in lengths:
+        model = MDM(
+            MDMConfig(
+                vocab_size=cfg.vocab_size,
+                mask_id=cfg.vocab_size - 1,
+                seq_len=L,
+                d_model=cfg.d_model,
+                n_heads=cfg.n_heads,
+                n_layers=cfg.n_layers,
+                layout="sequence",
+            )
+        ).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)  # input gradients only, as in BoE
+        attn_ms = _attention_backward_ms(L, cfg, cfg.repeats, g)
+        for rho in rhos:
+            run, active = _surrogate(model, L, cfg, rho, g)
+            run(None)  # warm-up
+            run(active)
+            dense, aqa, kv = [], [], []
+            for _ in range(cfg.repeats):  # interleaved, so drift in machine load hits all modes alike
+                dense.append(run(None))
+                aqa.append(run(active, "exact"))
+                kv.append(run(active, "kv"))
+            d, a, k = statistics.median(dense), statistics.median(aqa), statistics.median(kv)
+            share = min(1.0, cfg.n_layers * attn_ms / d)
+            rows.append(
+                {
+                    "L": L,
+                    "rho": rho,
+                    "dense_ms": round(d, 3),
+                    "aqa_ms": round(a, 3),
+                    "kv_ms": round(k, 3),
+                    "ratio": round(a / d, 3),
+                    "kv_ratio": round(k / d, 3),
+                    "attn_share": round(share, 3),
+                    "bound": round(1 - share, 3),
+                }
+            )
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def step_ratio(L: int, *, model: MDM | None = None, batch: int = 8, repeats: int = 5, sampler: str = "boe", seed: int = 0) -> dict:
+    """Median wall-clock of one BoE step over one confidence step at length L.
+
+    Uses ``model`` (e.g. the shipped Sudoku model at L = 81) or the benchmark architecture.
+    """
+    from tabes.samplers import get_sampler
+    from tabes.samplers.base import StepState
+
+    g = torch.Generator().manual_seed(seed)
+    if model is None:
+        c = AQABenchConfig()
+        model = MDM(
+            MDMConfig(
+                vocab_size=c.vocab_size,
+                mask_id=c.vocab_size - 1,
+                seq_len=L,
+                d_model=c.d_model,
+                n_heads=c.n_heads,
+                n_layers=c.n_layers,
+                layout="sequence",
+            )
+        ).eval()
+    x = torch.randint(0, model.vocab_size - 1, (batch, L), generator=g)
+    x[torch.rand(batch, L, generator=g) < 0.7] = model.mask_id
+    masked = x == model.mask_id
+    state = StepState(
+        x=x,
+        maskable=masked,
+        fixed=~masked,
+        budget=torch.ones(batch, dtype=torch.long),
+        step=0,
+        num_steps=L,
+        t=1.0,
+        temperature=0.0,
+        generator=g,
+    )
+    samplers = {"confidence": get_sampler("confidence"), sampler: get_sampler(sampler)}
+    times: dict[str, list[float]] = {k: [] for k in samplers}
+    with torch.no_grad():
+        for s in samplers.values():
+            s.step(model, state)  # warm-up
+        for _ in range(repeats):
+            for k, s in samplers.items():
+                times[k] += _time(lambda s=s: s.step(model, state), 1)
+    conf, boe = statistics.median(times["confidence"]), statistics.median(times[sampler])
+    return {
+        "L": L,
+        "batch": batch,
+        "sampler": sampler,
+        "confidence_ms": round(conf, 2),
+        "boe_ms": round(boe, 2),
+        "step_ratio": round(boe / conf, 3),
+    }
