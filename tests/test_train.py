@@ -60,3 +60,40 @@ def test_trainer_resumes(tmp_path):
     assert [r["step"] for r in log if "loss" in r] == [5]  # only full log intervals are logged
     assert any("eval_solved" in r for r in log)
     assert MDM.from_pretrained(tmp_path).config.d_model == 16
+
+
+def test_sigterm_saves_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "from tabes.train import TrainConfig, train\n"
+        f"train(TrainConfig(out={str(tmp_path)!r}, minutes=5, max_steps=100000, batch_size=8, eval_every=100000, eval_puzzles=2,"
+        " pool_size=10, log_every=1, model=dict(d_model=16, n_layers=1, n_heads=2)), progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    log = tmp_path / "train_log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.is_file() and log.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    meta = json.loads((tmp_path / "train_state.json").read_text())
+    assert meta["step"] >= 3
+    state = train(
+        TrainConfig(
+            out=str(tmp_path),
+            minutes=1,
+            max_steps=meta["step"] + 2,
+            batch_size=8,
+            eval_every=1000,
+            eval_puzzles=2,
+            pool_size=10,
+            model=dict(d_model=16, n_layers=1, n_heads=2),
+        ),
+        resume=True,
+        progress=False,
+    )
+    assert state["step"] == meta["step"] + 2

@@ -19,6 +19,7 @@ resumes exactly. It logs to ``train_log.jsonl`` and evaluates on held-out genera
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -233,8 +234,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
         bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="training", unit="step")
     running = None
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):  # finish the current step, save, and return
+        stop["signal"] = signum
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread: no handlers, plain behaviour
+            pass
     try:
-        while state["step"] < cfg.max_steps and time.perf_counter() < deadline:
+        while state["step"] < cfg.max_steps and time.perf_counter() < deadline and stop["signal"] is None:
             step = state["step"]
             lr = _lr(cfg, step, state["warm_from"])
             for g in opt.param_groups:
@@ -274,6 +286,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 if len(new_p) > len(puzzles):
                     puzzles, solutions = new_p, new_s
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if bar is not None:
             bar.close()
         _save_state(out, model, opt, cfg, state, rng)

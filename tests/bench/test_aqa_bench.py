@@ -6,7 +6,10 @@ from tabes.cli import main
 
 
 def test_bench_aqa_json_rows(capsys):
-    assert main(["bench", "aqa", "--lengths", "24,40", "--rhos", "0.5,1.0", "--d-model", "32", "--layers", "1", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(["bench", "aqa", "--lengths", "24,40", "--rhos", "0.5,1.0", "--d-model", "32", "--layers", "1", "--repeats", "1", "--json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [(r["L"], r["rho"]) for r in rows] == [(24, 0.5), (24, 1.0), (40, 0.5), (40, 1.0)]
     for r in rows:

@@ -26,7 +26,21 @@ def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model
     out = tmp_path / "run"
     recs = run_sudoku_bench(puzzle_file, ["confidence", "threshold:threshold=0.5"], [20, 81], out, model=tiny_sudoku_model, progress=False)
     assert len(recs) == 2 * 2 * 2  # sources x samplers x steps
-    keys = {"sampler", "options", "steps", "source", "n", "solved", "accuracy", "ci_low", "ci_high", "forwards", "backwards", "fwd_equiv", "wall_s"}
+    keys = {
+        "sampler",
+        "options",
+        "steps",
+        "source",
+        "n",
+        "solved",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "forwards",
+        "backwards",
+        "fwd_equiv",
+        "wall_s",
+    }
     assert all(set(r) == keys for r in recs)
     assert {r["source"] for r in recs} == {"a", "b"} and {r["n"] for r in recs} == {1, 2}
     assert (out / "report.md").read_text().startswith("# Sudoku benchmark")
