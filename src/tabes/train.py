@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -240,11 +241,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         stop["signal"] = signum
 
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+    if threading.current_thread() is threading.main_thread():  # signal handlers only work there
+        for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, request_stop)
-        except ValueError:  # not the main thread: no handlers, plain behaviour
-            pass
     try:
         while state["step"] < cfg.max_steps and time.perf_counter() < deadline and stop["signal"] is None:
             step = state["step"]
