@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -151,7 +152,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         pool_dirs=args.pool_dir or [],
         model=model,
     )
-    state = train(cfg, resume=args.resume, progress=not args.no_progress)
+    resume = args.resume
+    if args.init_from:
+        import shutil
+
+        from tabes.loading import default_model_path
+
+        src = default_model_path() if args.init_from == "shipped" else Path(args.init_from)
+        dst = Path(args.out)
+        if (dst / "model.safetensors").exists():
+            raise UserError(f"--init-from: {dst} already holds a model; use --resume to continue it")
+        if not (src / "model.safetensors").is_file():
+            raise FileNotFoundError(f"model file not found: {src / 'model.safetensors'}")
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "config.json", "train_state.json", "train_state.safetensors", "train_log.jsonl"):
+            if (src / name).is_file():
+                shutil.copy(src / name, dst / name)
+        resume = True
+    state = train(cfg, resume=resume, progress=not args.no_progress)
     print(json.dumps(state))
     return 0
 
@@ -293,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weighting", choices=["none", "1/t"], default="none")
     p.add_argument("--model-opt", action="append", help="model option key=value for a new run, e.g. d_model=128")
     p.add_argument("--resume", action="store_true", help="continue from the model and state in --out")
+    p.add_argument("--init-from", help="copy a model folder ('shipped' = the shipped Sudoku model) into --out and continue training it")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 

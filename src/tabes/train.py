@@ -225,7 +225,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         puzzles, solutions = load_pool(dirs)
     eval_p, eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
 
-    log = (out / "train_log.jsonl").open("a")
+    log_path = out / "train_log.jsonl"
+    if resume and log_path.is_file():  # drop records written after the checkpoint we resume from
+        kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= state["step"]]
+        log_path.write_text("".join(line + "\n" for line in kept))
+    log = log_path.open("a")
     deadline = time.perf_counter() + cfg.minutes * 60
     t0 = time.perf_counter()
     seconds0 = state["seconds"]
