@@ -38,7 +38,7 @@ AQA_MODES = ("exact", "reference", "kv")
 
 
 def _scores(q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
-    s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, L, L)
+    s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, H, L, L); scaling q is cheaper than scaling S
     return s if bias is None else s + bias
 
 
@@ -85,7 +85,11 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
 class _ActiveQueryAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, active: Tensor, kv_approx: bool) -> Tensor:
-        p = torch.softmax(_scores(q, k, bias), dim=-1)  # (B, H, L, L)
+        s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, H, L, L)
+        if bias is not None:
+            s += bias  # in place: s is a fresh buffer
+        p = torch.softmax(s, dim=-1)
+        del s
         out = p @ v  # (B, H, L, Dh)
         idx, valid = _active_index(active)
         ctx.save_for_backward(q, k, v, p, idx, valid, active)
