@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tabes.ops.aqa import AQA_MODES, attention
+from tabes.ops.aqa import AQA_MODES, active_index, attention
 
 MODEL_TYPE = "tabes-mdm"
 
@@ -162,14 +162,76 @@ class MDM(nn.Module):
         if attention_mask is not None:
             key_bias = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device)
             key_bias = key_bias.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
-        for i, blk in enumerate(self.blocks):
+        biases = []
+        for i in range(cfg.n_layers):
             bias = None
             if cfg.layout == "sudoku":
                 bias = self.rel_bias[i][:, self.relations][None].to(x.dtype)  # (1, H, L, L)
             if key_bias is not None:
                 bias = key_bias if bias is None else bias + key_bias
-            x = blk(x, bias, active, cfg.aqa_mode)
-        return self.head(self.ln_f(x))  # (B, L, V)
+            biases.append(bias)
+        if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled():
+            return self._active_rows_logits(x, biases, active)
+        return self._dense_logits(x, biases, active, cfg.aqa_mode)
+
+    def _dense_logits(self, x: Tensor, biases: list[Tensor | None], active: Tensor | None, mode: str) -> Tensor:
+        """All rows through every block; (B, L, D) -> (B, L, V)."""
+        for blk, bias in zip(self.blocks, biases):
+            x = blk(x, bias, active, mode)
+        return self.head(self.ln_f(x))
+
+    def _active_rows_logits(self, x: Tensor, biases: list[Tensor | None], active: Tensor) -> Tensor:
+        """The ``kv`` approximation with a backward on the active rows only.
+
+        Inactive rows are constants: one no-grad pass computes every row's hidden states, then
+        the active rows are recomputed with gradient, attending to all keys and values (the
+        inactive ones taken from the no-grad pass). Forward values equal the dense forward;
+        the gradient equals that of ``aqa_mode="kv"`` attention for every active row, and the
+        backward (and the extra forward) cost O(|A|) rows instead of O(L).
+        Shapes: x (B, L, D), active (B, L) bool -> (B, L, V) logits.
+        """
+        B, L, D = x.shape
+        H = self.config.n_heads
+        idx, valid = active_index(active)  # (B, A)
+        A = idx.shape[1]
+        idx = idx.masked_fill(~valid, L)  # padded slots go to a dummy position L that no query sees
+        hidden = []
+        with torch.no_grad():
+            h = x.detach()
+            for blk, bias in zip(self.blocks, biases):
+                hidden.append(h)
+                h = blk(h, bias, None, "exact")
+            full = self.head(self.ln_f(h))  # (B, L, V)
+
+        def pad(t: Tensor) -> Tensor:  # (B, L, X) -> (B, L + 1, X)
+            return torch.cat([t, t.new_zeros(B, 1, t.shape[-1])], dim=1)
+
+        def rows(t: Tensor) -> Tensor:  # (B, L + 1, X) -> (B, A, X)
+            return t.gather(1, idx[..., None].expand(B, A, t.shape[-1]))
+
+        def put(t: Tensor, src: Tensor) -> Tensor:  # write (B, A, X) rows into (B, L + 1, X)
+            return t.scatter(1, idx[..., None].expand(B, A, src.shape[-1]), src)
+
+        xa = rows(pad(x))  # (B, A, D), carries the gradient
+        dummy = torch.zeros(B, 1, 1, L + 1, dtype=x.dtype, device=x.device)
+        dummy[..., L] = float("-inf")
+        for blk, bias, h in zip(self.blocks, biases, hidden):
+            with torch.no_grad():
+                _, k_full, v_full = blk.qkv(blk.ln1(h)).split(D, dim=-1)  # (B, L, D)
+            qa, ka, va = blk.qkv(blk.ln1(xa)).split(D, dim=-1)  # (B, A, D)
+            k = put(pad(k_full), ka).view(B, L + 1, H, D // H).transpose(1, 2)  # (B, H, L+1, Dh)
+            v = put(pad(v_full), va).view(B, L + 1, H, D // H).transpose(1, 2)
+            q = qa.view(B, A, H, D // H).transpose(1, 2)  # (B, H, A, Dh)
+            mask = dummy
+            if bias is not None:
+                b = torch.cat([bias.expand(B, H, L, L), bias.new_zeros(B, H, L, 1)], dim=-1)  # (B, H, L, L+1)
+                b = b.gather(2, idx.clamp_max(L - 1)[:, None, :, None].expand(B, H, A, L + 1))  # (B, H, A, L+1)
+                mask = b + dummy
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (B, H, A, Dh)
+            xa = xa + blk.proj(y.transpose(1, 2).reshape(B, A, D))
+            xa = xa + blk.out(F.gelu(blk.fc(blk.ln2(xa))))
+        logits_a = self.head(self.ln_f(xa))  # (B, A, V)
+        return put(pad(full), logits_a)[:, :L]
 
     def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
         """(B, L) ids -> (B, L, V) logits."""

@@ -61,7 +61,7 @@ def attention_kv_reference(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | No
     return torch.where(a, out, out.detach())
 
 
-def _active_index(active: Tensor) -> tuple[Tensor, Tensor]:
+def active_index(active: Tensor) -> tuple[Tensor, Tensor]:
     """(B, L) bool -> (B, A) long indices of active rows (padded with 0) and (B, A) validity."""
     n = active.sum(-1)
     a_max = max(int(n.max()), 1)
@@ -91,7 +91,7 @@ class _ActiveQueryAttention(torch.autograd.Function):
         p = torch.softmax(s, dim=-1)
         del s
         out = p @ v  # (B, H, L, Dh)
-        idx, valid = _active_index(active)
+        idx, valid = active_index(active)
         ctx.save_for_backward(q, k, v, p, idx, valid, active)
         ctx.bias_shape = None if bias is None else bias.shape
         ctx.kv_approx = kv_approx

@@ -162,7 +162,10 @@ def token_influence(
         inj = soft.clone().requires_grad_(True)
         embeds = torch.where(candidates[..., None], inj, base)  # (B, L, D)
         future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act)  # (B,) H~ per row
-        (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
+        if future.requires_grad:
+            (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
+        else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
+            grad = torch.zeros_like(inj)
     tis = -((grad * (soft - e_mask)).sum(-1)).float()  # (B, L)
     return tis.where(candidates, 0.0), future.detach()
 
