@@ -103,28 +103,38 @@ class _ActiveQueryAttention(torch.autograd.Function):
         B, H, L, Dh = q.shape
         scale = 1.0 / math.sqrt(Dh)
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        vmask = valid[:, None, :, None].to(q.dtype)  # (B, 1, A, 1)
-        p_a = _gather_rows(p, idx)  # (B, H, A, L) probabilities of active rows
-        do_a = _gather_rows(d_out, idx) * vmask  # (B, H, A, Dh)
+        # Gather the active rows when they are at most half of L; above that the gather and
+        # scatter cost more than they save, and the same values come from masking the rows.
+        gathered = 2 * idx.shape[1] <= L
+        if gathered:
+            p_a = _gather_rows(p, idx)  # (B, H, A, L) probabilities of active rows
+            do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)  # (B, H, A, Dh), zero on padding
+            q_a = _gather_rows(q, idx)
+        else:
+            p_a, q_a = p, q
+            do_a = d_out * active[:, None, :, None].to(q.dtype)  # (B, H, L, Dh), zero on inactive rows
         dq = dk = dv = dbias = None
         if ctx.kv_approx:
             # only active keys/values receive gradient, only from active outputs
-            col = active.to(q.dtype)  # (B, L) active columns
+            col = active.to(q.dtype)[:, None, :, None]  # (B, 1, L, 1) active columns
             if need_v:
-                dv = (p_a.transpose(-1, -2) @ do_a) * col[:, None, :, None]
+                dv = (p_a.transpose(-1, -2) @ do_a) * col
         elif need_v:
             dv = p.transpose(-1, -2) @ d_out  # (B, H, L, Dh): values get gradient through every row
         dp_a = do_a @ v.transpose(-1, -2)  # (B, H, A, L)
-        ds_a = p_a * (dp_a - (p_a * dp_a).sum(-1, keepdim=True))  # (B, H, A, L), zero on padded rows
+        ds_a = p_a * (dp_a - (p_a * dp_a).sum(-1, keepdim=True))  # (B, H, A, L), zero on padded/inactive rows
         if need_q:
-            dq = torch.zeros_like(q).scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], Dh), (ds_a @ k) * scale)
+            dq_a = (ds_a @ k) * scale
+            dq = torch.zeros_like(q).scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], Dh), dq_a) if gathered else dq_a
         if need_k:
-            dk = (ds_a.transpose(-1, -2) @ _gather_rows(q, idx)) * scale  # (B, H, L, Dh)
+            dk = (ds_a.transpose(-1, -2) @ q_a) * scale  # (B, H, L, Dh)
             if ctx.kv_approx:
-                dk = dk * col[:, None, :, None]
+                dk = dk * col
         if need_bias:
-            full = torch.zeros(B, H, L, L, dtype=q.dtype, device=q.device)
-            full.scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], L), ds_a)
+            full = ds_a
+            if gathered:
+                full = torch.zeros(B, H, L, L, dtype=q.dtype, device=q.device)
+                full.scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], L), ds_a)
             dbias = _reduce_to(full, ctx.bias_shape)
         return dq, dk, dv, dbias, None, None
 
