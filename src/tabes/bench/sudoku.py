@@ -169,14 +169,24 @@ def spec_label(rec: dict) -> str:
     return rec["sampler"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) if diff else "")
 
 
+def summary_table(records: list[dict]) -> str:
+    """Markdown pivot: one row per source band, one column per (sampler, steps), accuracy in %."""
+    cols = sorted({(spec_label(r), r["steps"]) for r in records})
+    cell = {(r["source"], spec_label(r), r["steps"]): r for r in records}
+    multi_steps = len({c[1] for c in cols}) > 1
+    names = [f"{c[0]} ({c[1]} steps)" if multi_steps else c[0] for c in cols]
+    lines = ["| source | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(cols)]
+    for src in sorted({r["source"] for r in records}):
+        n = next(r["n"] for r in records if r["source"] == src)
+        vals = [f"{100 * cell[(src, *c)]['accuracy']:.1f}" if (src, *c) in cell else "-" for c in cols]
+        lines.append(f"| {src} | {n} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def render_report(records: list[dict], *, file: str = "", seed: int = 0, limit: int | None = None) -> str:
     """Markdown tables: accuracy (with 95% CI) per source band and sampler, and compute."""
-    lines = [
-        "# Sudoku benchmark",
-        "",
-        f"Puzzles: `{Path(file).name}`" + (f" (first {limit})" if limit else "") + f"; seed {seed}; greedy (temperature 0).",
-        "",
-    ]
+    head = f"Puzzles: `{Path(file).name}`" + (f" (first {limit})" if limit else "") + f"; seed {seed}; greedy (temperature 0)."
+    lines = ["# Sudoku benchmark", "", head, "", "Accuracy (%, puzzles solved exactly):", "", summary_table(records), ""]
     by_src: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_src[r["source"]].append(r)
