@@ -44,6 +44,7 @@ def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model
     assert all(set(r) == keys for r in recs)
     assert {r["source"] for r in recs} == {"a", "b"} and {r["n"] for r in recs} == {1, 2}
     assert (out / "report.md").read_text().startswith("# Sudoku benchmark")
+    assert (out / "pareto.png").stat().st_size > 1000
     # a killed run: one finished line dropped, a partial line left behind
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:17])

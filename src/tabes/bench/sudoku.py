@@ -9,7 +9,8 @@ to ``DIR/results.jsonl`` with the keys
 where ``forwards``/``backwards``/``fwd_equiv`` are means per puzzle (a backward counts as two
 forwards), ``ci_*`` is the 95% Wilson interval of the accuracy and ``wall_s`` is the cell's
 total wall-clock. A killed run resumes: finished cells are read back and skipped, and a
-partial last line is cut off before appending. ``DIR/report.md`` is rewritten at the end.
+partial last line is cut off before appending. ``DIR/report.md`` and, with the ``plot``
+extra, ``DIR/pareto.png`` are rewritten at the end.
 """
 
 from __future__ import annotations
@@ -159,6 +160,12 @@ def run_sudoku_bench(
                 b.close()
     all_records = read_results(results_path)
     (out / "report.md").write_text(render_report(all_records, file=str(file), seed=seed, limit=limit))
+    try:
+        from tabes.bench.plots import pareto_plot
+
+        pareto_plot(all_records, out / "pareto.png")
+    except ImportError:  # the plot extra is not installed
+        print("pareto.png skipped: install the plot extra (pip install 'tabes[plot]')")
     return all_records
 
 
