@@ -69,3 +69,18 @@ def test_block_decoding_on_sequences(name, tiny_seq_model):
     # semi-autoregressive: a step only commits inside its block, and blocks go left to right
     blocks = [min(p // 6 for p in r["positions"]) for r in out.trace if r["row"] == 0 and r["positions"]]
     assert blocks == sorted(blocks) and set(blocks) == {1, 2, 3}
+
+
+def test_lookahead_costs_k_plus_one_forwards(tiny_sudoku_model, sudoku_ids):
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="lookahead:k=3", steps=10)
+    assert torch.equal(out.forwards, 4 * out.steps)
+
+
+def test_remdm_remasks_and_still_finishes(tiny_sudoku_model, sudoku_ids):
+    out = generate(
+        tiny_sudoku_model, sudoku_ids, sampler="remdm:eta=0.5,t_off=0.0", steps=30, trace=True, generator=torch.Generator().manual_seed(0)
+    )
+    assert any(r["remasked"] for r in out.trace)
+    assert not (out.sequences == tiny_sudoku_model.mask_id).any()
+    given = sudoku_ids != tiny_sudoku_model.mask_id
+    assert torch.equal(out.sequences[given], sudoku_ids[given])
