@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("fidelity", help="TIS of each AQA mode against the dense backward, on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--limit", type=_positive_int, default=50)
-    b.add_argument("--r", type=_positive_int, default=8)
+    b.add_argument("--r", type=_positive_int, default=4)
     b.add_argument("--max-steps", type=_positive_int, default=20, help="steered steps per puzzle")
     b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     b.add_argument("--json", action="store_true")

@@ -38,7 +38,7 @@ class AQABenchConfig:
     n_layers: int = 2
     vocab_size: int = 256
     batch: int = 1
-    candidates: int = 8
+    candidates: int = 4
     repeats: int = 5
     seed: int = 0
 

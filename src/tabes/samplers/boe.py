@@ -62,7 +62,7 @@ class BoEConfig:
             needs no surrogate forward and no backward.
     """
 
-    r: int = 8
+    r: int = 4
     tau: float = 0.5
     gamma: float = 1.0
     lambda_ac: float = 0.0
