@@ -112,3 +112,9 @@ def test_train_init_from_a_model_folder(tmp_path, model_dir, capsys):
     assert state["step"] == 3 and state["warm_from"] == 0
     assert main(args) == 2  # the folder now holds a model: refuse to overwrite it
     assert "already holds a model" in capsys.readouterr().err
+
+
+def test_solve_trace_png(model_dir, tmp_path):
+    png = tmp_path / "trace.png"
+    main(["solve", PUZZLES[0], "--model", model_dir, "--trace-png", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -51,8 +51,26 @@ def cmd_solve(args: argparse.Namespace) -> int:
         cells = sudoku.parse_puzzle(args.puzzle)
         sudoku.validate_puzzle(cells)
         model = load(args.model)
-        [res] = sudoku.decode_puzzles(model, [cells], sampler=sampler, steps=args.steps, temperature=args.temperature, seed=args.seed)
+        trace: list[dict] = []
+        [res] = sudoku.decode_puzzles(
+            model,
+            [cells],
+            sampler=sampler,
+            steps=args.steps,
+            temperature=args.temperature,
+            seed=args.seed,
+            trace=trace if args.trace_png else None,
+        )
         consistent = all(not p or p == g for p, g in zip(cells, res.grid))
+        if args.trace_png:
+            from tabes.bench.plots import trace_grid_png
+
+            steps_of: list[int | None] = [None] * 81
+            for rec in trace:
+                for pos in rec["positions"]:
+                    steps_of[pos] = rec["step"]
+            title = f"{sampler.name}, {res.forwards} forwards, {res.backwards} backwards"
+            trace_grid_png(cells, res.grid, steps_of, set(_clash_cells(res.grid)), args.trace_png, title=title)
         if args.json:
             print(
                 json.dumps(
@@ -294,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     p.add_argument("--json", action="store_true", help="print one JSON record instead of a board")
+    p.add_argument("--trace-png", help="draw the grid coloured by the step that committed each cell (needs the plot extra)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_solve)
 

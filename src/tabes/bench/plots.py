@@ -49,3 +49,58 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], wrong: set[int], path: str | Path, title: str = "") -> Path:
+    """Draw a solved grid: each decoded cell coloured by the step that committed it, givens grey,
+    wrong cells crossed out in red.
+
+    Args:
+        puzzle: 81 givens (0 = blank); grid: 81 decoded digits.
+        steps: per cell, the 0-based step that committed it (None for givens).
+        wrong: cells to mark as wrong (clashes, or differences from a known solution).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    decoded = [s for s in steps if s is not None]
+    norm = Normalize(vmin=0, vmax=max(decoded) if decoded else 1)
+    cmap = plt.cm.viridis
+    fig, ax = plt.subplots(figsize=(5.4, 5.0))
+    for i in range(81):
+        r, c = divmod(i, 9)
+        colour = (0.85, 0.85, 0.85) if steps[i] is None else cmap(norm(steps[i]))
+        ax.add_patch(plt.Rectangle((c, 8 - r), 1, 1, facecolor=colour, edgecolor="white", lw=0.5))
+        text_colour = "black" if steps[i] is None or norm(steps[i]) > 0.5 else "white"
+        ax.text(
+            c + 0.5,
+            8 - r + 0.5,
+            str(grid[i]) if grid[i] else "",
+            ha="center",
+            va="center",
+            fontsize=13,
+            color=text_colour,
+            fontweight="bold" if puzzle[i] else "normal",
+        )
+        if i in wrong:
+            ax.plot([c + 0.1, c + 0.9], [8 - r + 0.1, 8 - r + 0.9], color="red", lw=2)
+            ax.plot([c + 0.1, c + 0.9], [8 - r + 0.9, 8 - r + 0.1], color="red", lw=2)
+    for k in range(10):
+        lw = 2.2 if k % 3 == 0 else 0
+        ax.plot([0, 9], [k, k], color="black", lw=lw)
+        ax.plot([k, k], [0, 9], color="black", lw=lw)
+    ax.set_xlim(0, 9)
+    ax.set_ylim(0, 9)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="step committed")
+    if title:
+        ax.set_title(title, fontsize=9)
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -349,11 +349,13 @@ def decode_puzzles(
     solutions: list[list[int] | None] | None = None,
     batch_size: int = 64,
     progress=None,
+    trace: list[dict] | None = None,
 ) -> list[Solved]:
     """Decode Sudoku puzzles with any sampler through :func:`tabes.generate`.
 
     ``seconds`` is the wall-clock time of the puzzle's batch divided by the batch size. A
     ``progress`` callable is called with the number of puzzles finished after each batch.
+    A ``trace`` list receives the per-step records of every row (``row`` = puzzle index).
     """
     import time
 
@@ -369,8 +371,10 @@ def decode_puzzles(
         chunk = puzzles[lo : lo + batch_size]
         ids = torch.tensor([to_ids(p) for p in chunk], dtype=torch.long)
         start = time.perf_counter()
-        out = generate(model, ids, sampler=sampler, steps=steps, temperature=temperature, generator=generator)
+        out = generate(model, ids, sampler=sampler, steps=steps, temperature=temperature, generator=generator, trace=trace is not None)
         per = (time.perf_counter() - start) / len(chunk)
+        if trace is not None:
+            trace.extend({**rec, "row": rec["row"] + lo} for rec in out.trace)
         for j, p in enumerate(chunk):
             grid = from_ids(out.sequences[j].tolist())
             sol = solutions[lo + j] if solutions is not None else None
