@@ -47,6 +47,7 @@ def generate(
     attention_mask: Tensor | None = None,
     trace: bool | str | Path | None = None,
     progress: bool = False,
+    region: Tensor | None = None,
 ) -> GenerationOutput:
     """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
 
@@ -64,6 +65,8 @@ def generate(
         trace: True to collect per-step records in ``output.trace``; a path to write them as
             JSONL (one line per row and step).
         progress: show a progress bar over steps.
+        region: optional (L,) bool; only masked positions inside it are decoded, masked
+            positions outside it stay masked (e.g. one block, or an infilling span).
 
     Returns:
         :class:`tabes.protocol.GenerationOutput` with (B, L) sequences and per-row counts.
@@ -92,6 +95,10 @@ def generate(
     records: list[dict[str, Any]] = []
     sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
 
+    if region is not None:
+        if region.shape != (L,) or region.dtype != torch.bool:
+            raise ValueError(f"region must be an (L,) = ({L},) bool tensor, got {tuple(region.shape)} {region.dtype}")
+        fixed = fixed | ~region  # outside the region nothing changes, masks included
     masked_any = (~fixed).any(0).nonzero()
     blocks = _blocks(int(masked_any[0]) if len(masked_any) else L, L, block_length)
     if steps < len(blocks):
@@ -129,6 +136,7 @@ def generate(
                     step=step,
                     num_steps=steps,
                     t=steps_left / block_steps,
+                    steps_left=steps_left,
                     temperature=temperature,
                     generator=generator,
                     attention_mask=None if attention_mask is None else attention_mask[rows],

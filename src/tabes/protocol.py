@@ -197,3 +197,16 @@ def select_rows(model: Denoiser, local: Tensor) -> Denoiser:
     """The model for a subset of the current rows: keeps per-row pass counts right when
     ``model`` is the loop's :class:`CountingDenoiser`; any other denoiser is returned as is."""
     return model.subset(local) if isinstance(model, CountingDenoiser) else model
+
+
+def add_counts(model: Denoiser, forwards: Tensor, backwards: Tensor) -> None:
+    """Add passes made outside the loop's counter (e.g. by a nested decode on the unwrapped
+    model) to the loop's per-row counts; (B,) long each. No-op for other denoisers."""
+    if isinstance(model, CountingDenoiser):
+        model.forwards[model.rows] += forwards
+        model.backwards[model.rows] += backwards
+
+
+def unwrap(model: Denoiser) -> Denoiser:
+    """The denoiser behind the loop's counting wrapper (itself for any other denoiser)."""
+    return model.model if isinstance(model, CountingDenoiser) else model

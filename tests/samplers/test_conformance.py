@@ -84,3 +84,22 @@ def test_remdm_remasks_and_still_finishes(tiny_sudoku_model, sudoku_ids):
     assert not (out.sequences == tiny_sudoku_model.mask_id).any()
     given = sudoku_ids != tiny_sudoku_model.mask_id
     assert torch.equal(out.sequences[given], sudoku_ids[given])
+
+
+def test_bon_counts_every_particle_and_picks_lowest_entropy(tiny_sudoku_model, sudoku_ids):
+    out = generate(
+        tiny_sudoku_model, sudoku_ids, sampler="bon:n=3,base=margin", steps=10, trace=True, generator=torch.Generator().manual_seed(0)
+    )
+    assert (out.steps == 1).all()  # the block is decoded inside one outer step
+    assert (out.forwards >= 3 * 1).all() and (out.forwards <= 3 * 10).all() and (out.forwards % 3 == 0).all()
+    for rec in out.trace:
+        assert rec["bon_scores"][rec["bon_best"]] == min(rec["bon_scores"])
+
+
+def test_region_leaves_masks_outside(tiny_seq_model):
+    ids = torch.full((2, 24), tiny_seq_model.mask_id)
+    region = torch.zeros(24, dtype=torch.bool)
+    region[4:10] = True
+    out = generate(tiny_seq_model, ids, sampler="confidence", steps=3, region=region)
+    assert not (out.sequences[:, 4:10] == tiny_seq_model.mask_id).any()
+    assert (out.sequences[:, :4] == tiny_seq_model.mask_id).all() and (out.sequences[:, 10:] == tiny_seq_model.mask_id).all()

@@ -85,6 +85,6 @@ def describe(name: str) -> list[tuple[str, str, Any]]:
 
 
 # importing the modules registers the samplers
-from tabes.samplers import boe, confidence, eb, entropy, lookahead, margin, random, remdm, threshold  # noqa: E402,F401
+from tabes.samplers import boe, bon, confidence, eb, entropy, lookahead, margin, random, remdm, threshold  # noqa: E402,F401
 
 __all__ = ["Sampler", "StepResult", "StepState", "available", "describe", "get_sampler", "parse_spec", "register", "top_k_mask"]

@@ -24,8 +24,9 @@ class StepState:
             masked positions).
         step: 0-based index of this step within the whole call.
         num_steps: T, total steps of the call.
-        t: diffusion time of this step, in (0, 1]: 1 at the first step, 1/T at the last.
+        t: diffusion time of this step, in (0, 1]: 1 at a block's first step, 1/T at its last.
         temperature: 0 for greedy tokens, > 0 for Gumbel sampling.
+        steps_left: steps left in the current block, this one included.
         generator: the only source of randomness a sampler may use.
         attention_mask: optional (B, L) bool, False on padding.
     """
@@ -40,6 +41,7 @@ class StepState:
     temperature: float
     generator: torch.Generator | None
     attention_mask: Tensor | None = None
+    steps_left: int = 1
 
     def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
         """One forward pass on ``x`` (default: the current ids) with this step's temperature."""
