@@ -272,6 +272,23 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_entropy(args: argparse.Namespace) -> int:
+    from tabes.bench.plots import entropy_curves, entropy_plot
+    from tabes.loading import load
+    from tabes.samplers import get_sampler
+    from tabes.tasks import sudoku
+
+    for spec in args.samplers:
+        get_sampler(spec)
+    records = sudoku.read_csv(args.file)[: args.limit]
+    curves = entropy_curves(load(args.model), [r.cells for r in records], args.samplers, steps=args.steps, seed=args.seed)
+    entropy_plot(curves, args.out, title=f"{len(records)} puzzles from {Path(args.file).name}, {args.steps} steps")
+    for spec, ys in curves.items():
+        print(f"{spec}: {' '.join(f'{v:.2f}' for v in ys[:: max(1, len(ys) // 10)])}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_bench_sudoku(args: argparse.Namespace) -> int:
     from tabes.bench.sudoku import run_sudoku_bench
     from tabes.loading import load
@@ -353,6 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_fidelity)
+    b = bench.add_parser("entropy", help="plot mean remaining masked entropy per step for each sampler")
+    b.add_argument("--file", required=True)
+    b.add_argument("--samplers", type=_split_specs, required=True)
+    b.add_argument("--out", required=True, help="PNG file")
+    b.add_argument("--limit", type=_positive_int, default=100)
+    b.add_argument("--steps", type=_positive_int, default=81)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.set_defaults(func=cmd_bench_entropy)
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=_split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")

@@ -59,3 +59,32 @@ def test_bench_rejects_bad_specs(tmp_path, puzzle_file, tiny_sudoku_model):
         run_sudoku_bench(puzzle_file, ["nope"], [10], tmp_path, model=tiny_sudoku_model, progress=False)
     with pytest.raises(ValueError, match="steps must be positive"):
         run_sudoku_bench(puzzle_file, ["margin"], [0], tmp_path, model=tiny_sudoku_model, progress=False)
+
+
+def test_bench_entropy_plot(tmp_path, puzzle_file, tiny_sudoku_model, capsys):
+    from tabes.cli import main
+
+    tiny_sudoku_model.save_pretrained(tmp_path / "m")
+    png = tmp_path / "h.png"
+    assert (
+        main(
+            [
+                "bench",
+                "entropy",
+                "--file",
+                str(puzzle_file),
+                "--samplers",
+                "confidence,margin",
+                "--out",
+                str(png),
+                "--model",
+                str(tmp_path / "m"),
+                "--steps",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert png.stat().st_size > 5000
+    out = capsys.readouterr().out
+    assert out.startswith("confidence:") and "margin:" in out

@@ -104,3 +104,43 @@ def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], 
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def entropy_curves(model, puzzles: list[list[int]], samplers: list[str], *, steps: int = 81, seed: int = 0) -> dict[str, list[float]]:
+    """Mean remaining masked entropy (nats, summed over a puzzle's masked cells) before each
+    step, per sampler, over the same puzzles. A finished puzzle counts as 0."""
+    from tabes.tasks import sudoku
+
+    curves = {}
+    for spec in samplers:
+        trace: list[dict] = []
+        sudoku.decode_puzzles(model, puzzles, sampler=spec, steps=steps, seed=seed, trace=trace)
+        total = [0.0] * steps
+        for rec in trace:
+            total[rec["step"]] += rec["masked_entropy"]
+        last = max((rec["step"] for rec in trace), default=0)
+        curves[spec] = [v / len(puzzles) for v in total[: last + 1]]
+    return curves
+
+
+def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """Line plot of :func:`entropy_curves`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for spec, ys in curves.items():
+        ax.plot(range(len(ys)), ys, label=spec)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean remaining masked entropy (nats)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
