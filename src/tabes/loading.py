@@ -19,6 +19,8 @@ def load(path: str | Path | None = None, *, device: str = "cpu", **kwargs) -> De
     Args:
         path: a folder with ``config.json``; None loads the shipped Sudoku model.
         device: torch device for the weights.
+        kwargs: for transformers checkpoints, passed to :func:`tabes.models.hf.load_hf`
+            (``kind``, ``trust_remote_code``, ``mask_id``, ``aqa_mode``).
 
     Raises ``FileNotFoundError`` for a missing folder or file and ``ValueError`` for a folder
     that holds no model this version can load.
@@ -36,4 +38,6 @@ def load(path: str | Path | None = None, *, device: str = "cpu", **kwargs) -> De
         if kwargs:
             raise ValueError(f"unexpected options for a {MODEL_TYPE} model: {sorted(kwargs)}")
         return MDM.from_pretrained(path, map_location=device)
-    raise ValueError(f"{cfg_file}: model_type {model_type!r} is not supported")
+    from tabes.models.hf import load_hf
+
+    return load_hf(path, device=device, **kwargs)

@@ -1,0 +1,239 @@
+"""Adapters: transformers checkpoints behind the :class:`tabes.protocol.Denoiser` protocol.
+
+- ``kind="masked-lm"``: any ``*ForMaskedLM`` (BERT, RoBERTa, ModernBERT, ...) used as an MDM.
+- ``kind="llada"``: LLaDA-style bidirectional MDMs (remote code; mask id 126336).
+- ``kind="dream"``: Dream-style MDMs initialised from an autoregressive model: the prediction
+  for position i sits at i - 1, so logits are shifted right by one position. Because the
+  shift is applied to the logits inside ``logits_from_embeds``, gradients with respect to the
+  input embeddings are mapped through the same shift.
+
+ActiveQueryAttention reaches a transformers model through its attention registry: the
+adapter registers ``tabes_aqa`` with ``AttentionInterface`` and switches the model to it. The
+active mask of a call travels in a context variable, so no model signature changes. A model
+whose attention layers do not call the registry keeps a dense backward, with one logged
+warning; BoE's result is the same either way, only the time differs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tabes.ops.aqa import AQA_MODES, attention
+
+log = logging.getLogger(__name__)
+
+LLADA_MASK_ID = 126336
+KINDS = ("auto", "masked-lm", "llada", "dream")
+
+# (active (B, L) bool, mode) of the current call, read by the registered attention function
+_ACTIVE: contextvars.ContextVar[tuple[Tensor, str] | None] = contextvars.ContextVar("tabes_active", default=None)
+_CALLED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("tabes_called", default=None)
+
+
+def tabes_aqa_attention(
+    module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+):
+    """The ``tabes_aqa`` entry of transformers' attention registry.
+
+    Shapes: query (B, H, L, Dh), key/value (B, H_kv, L, Dh), attention_mask additive or bool,
+    broadcastable to (B, H, L, L). Returns ((B, L, H, Dh), None) like the built-in functions.
+    Without an active mask in the context it is ordinary attention.
+    """
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    L = key.shape[-2]
+    bias = None
+    if attention_mask is not None:
+        bias = attention_mask[..., :L]
+        if bias.dtype == torch.bool:
+            bias = torch.zeros(bias.shape, dtype=query.dtype, device=query.device).masked_fill(~bias, float("-inf"))
+        bias = bias.to(query.dtype)
+    if scaling is not None:  # our kernel scales by 1/sqrt(Dh); fold any other scale into q
+        query = query * (scaling * math.sqrt(query.shape[-1]))
+    state = _ACTIVE.get()
+    called = _CALLED.get()
+    if called is not None:
+        called.append(1)
+    if state is None:
+        out = attention(query, key, value, bias=bias)
+    else:
+        active, mode = state
+        out = attention(query, key, value, bias=bias, active=active, mode=mode)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> None:
+    """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("tabes_aqa", tabes_aqa_attention)
+
+
+class HFDenoiser:
+    """A transformers model as a denoiser.
+
+    Args:
+        model: a transformers ``PreTrainedModel`` returning ``.logits`` and accepting
+            ``inputs_embeds``.
+        mask_id: the mask token id.
+        tokenizer: optional, for decoding text.
+        logit_shift: 1 for Dream-style models (prediction for i at i - 1), else 0.
+        bidirectional: pass a full (B, 1, L, L) additive mask so that a model built as a causal
+            LM attends both ways (LLaDA/Dream stand-ins built from Llama/Qwen2 configs).
+        aqa_mode: ActiveQueryAttention mode used when an active mask is passed.
+    """
+
+    def __init__(
+        self, model, *, mask_id: int, tokenizer=None, logit_shift: int = 0, bidirectional: bool = False, aqa_mode: str = "exact"
+    ) -> None:
+        if "inputs_embeds" not in inspect.signature(model.forward).parameters:
+            raise ValueError(f"{type(model).__name__}.forward does not accept inputs_embeds; BoE needs embedding inputs")
+        if aqa_mode not in AQA_MODES:
+            raise ValueError(f"aqa_mode must be one of {AQA_MODES}, got {aqa_mode!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        emb = model.get_input_embeddings().weight
+        out = model.get_output_embeddings()
+        self.vocab_size = int(out.weight.shape[0]) if out is not None else int(emb.shape[0])
+        if not 0 <= mask_id < emb.shape[0]:
+            raise ValueError(f"mask_id {mask_id} is outside the model's input vocabulary of {emb.shape[0]} tokens")
+        self.mask_id = int(mask_id)
+        self.logit_shift = int(logit_shift)
+        self.bidirectional = bidirectional
+        self.aqa_mode = aqa_mode
+        self.routes_attention = self._switch_to_registry()
+        self._warned = False
+
+    # ------------------------------------------------------------------ attention routing
+    def _switch_to_registry(self) -> bool:
+        """Try the ``tabes_aqa`` implementation; keep it only if a probe call reaches it."""
+        try:
+            register_attention()
+            previous = self.model.config._attn_implementation
+            self.model.set_attn_implementation("tabes_aqa")
+        except Exception:  # noqa: BLE001  (older transformers or a model that refuses custom attention)
+            return False
+        calls: list[int] = []
+        token = _CALLED.set(calls)
+        try:
+            with torch.no_grad():
+                ids = torch.full((1, 2), self.mask_id, dtype=torch.long, device=self.model.device)
+                self._forward(self.embed(ids), None)
+        finally:
+            _CALLED.reset(token)
+        if not calls:
+            self.model.set_attn_implementation(previous)
+        return bool(calls)
+
+    # ------------------------------------------------------------------ protocol
+    def embed(self, ids: Tensor) -> Tensor:
+        """(B, L) long -> (B, L, D) input embeddings."""
+        return self.model.get_input_embeddings()(ids)
+
+    def token_embeddings(self) -> Tensor:
+        """(V_in, D) input-embedding matrix."""
+        return self.model.get_input_embeddings().weight
+
+    def _forward(self, embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
+        B, L, _ = embeds.shape
+        mask = attention_mask
+        if self.bidirectional:
+            keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device) if attention_mask is None else attention_mask.bool()
+            mask = torch.zeros(B, 1, L, L, dtype=embeds.dtype, device=embeds.device).masked_fill(~keep[:, None, None, :], float("-inf"))
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits  # (B, L, V)
+        if self.logit_shift:
+            # Dream: the prediction for position i is emitted at i - 1; position 0 repeats its own
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        """(B, L, D) -> (B, L, V); with ``active``, the backward runs through ActiveQueryAttention."""
+        if active is None:
+            return self._forward(embeds, attention_mask)
+        if not self.routes_attention:
+            if not self._warned:
+                log.warning("%s does not route attention through the registry: BoE uses a dense backward", type(self.model).__name__)
+                self._warned = True
+            return self._forward(embeds, attention_mask)
+        token = _ACTIVE.set((active, self.aqa_mode))
+        try:
+            return self._forward(embeds, attention_mask)
+        finally:
+            _ACTIVE.reset(token)
+
+    def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, L) ids -> (B, L, V) logits."""
+        return self.logits_from_embeds(self.embed(ids), attention_mask=attention_mask)
+
+
+def load_hf(
+    path: str | Path,
+    *,
+    kind: str = "auto",
+    trust_remote_code: bool = False,
+    mask_id: int | None = None,
+    device: str = "cpu",
+    aqa_mode: str = "exact",
+) -> HFDenoiser:
+    """Load a local transformers checkpoint folder as a :class:`HFDenoiser` (never downloads).
+
+    ``kind="auto"`` picks ``llada`` or ``dream`` from the config's model type or
+    architectures, else ``masked-lm``. Remote code runs only with ``trust_remote_code=True``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    try:
+        import transformers
+    except ImportError:
+        raise ValueError("loading a transformers checkpoint needs the hf extra: pip install 'tabes[hf]'") from None
+    path = Path(path)
+    raw = json.loads((path / "config.json").read_text())
+    names = " ".join([str(raw.get("model_type", "")), *map(str, raw.get("architectures") or [])]).lower()
+    if kind == "auto":
+        kind = "llada" if "llada" in names else "dream" if "dream" in names else "masked-lm"
+    if "auto_map" in raw and not trust_remote_code:
+        raise ValueError(f"{path} needs its own model code (auto_map in config.json); pass trust_remote_code=True to run it")
+    common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    tokenizer = None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+    except Exception:  # noqa: BLE001  (a checkpoint without tokenizer files still decodes ids)
+        tokenizer = None
+    if kind == "masked-lm":
+        model = transformers.AutoModelForMaskedLM.from_pretrained(path, **common)
+    else:
+        auto = transformers.AutoModel if "auto_map" in raw else transformers.AutoModelForCausalLM
+        model = auto.from_pretrained(path, **common)
+    model = model.to(device)
+    if mask_id is None:
+        mask_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+        mask_id = mask_id if mask_id is not None else raw.get("mask_token_id")
+        if mask_id is None and kind == "llada":
+            mask_id = LLADA_MASK_ID
+    if mask_id is None:
+        raise ValueError(f"{path}: no mask token id in the tokenizer or config; pass mask_id=...")
+    return HFDenoiser(
+        model,
+        mask_id=int(mask_id),
+        tokenizer=tokenizer,
+        logit_shift=1 if kind == "dream" else 0,
+        bidirectional=kind in ("llada", "dream") and "auto_map" not in raw,
+        aqa_mode=aqa_mode,
+    )

@@ -1,0 +1,144 @@
+"""transformers adapters on tiny random models built here (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+
+import tabes
+from tabes import generate
+from tabes.models.hf import HFDenoiser
+from tabes.protocol import predict
+from tabes.samplers.base import top_k_mask
+from tabes.samplers.boe import token_influence
+
+V, MASK = 50, 49
+
+
+def _llama(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def _bert(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64
+    )
+    return transformers.BertForMaskedLM(cfg)
+
+
+def _modernbert(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.ModernBertConfig(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+    )
+    return transformers.ModernBertForMaskedLM(cfg)
+
+
+def _ids(B=2, L=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, MASK, (B, L), generator=g)
+    ids[:, 4:] = MASK
+    return ids
+
+
+@pytest.mark.parametrize("build", [_bert, _modernbert, _llama])
+def test_boe_runs_on_each_architecture(build):
+    model = HFDenoiser(build(), mask_id=MASK, bidirectional=build is _llama)
+    out = generate(model, _ids(), sampler="boe", steps=4)
+    assert not (out.sequences == MASK).any() and (out.backwards > 0).all()
+    assert all(p.grad is None for p in model.model.parameters())
+
+
+def test_llama_stand_in_is_bidirectional_and_routes_aqa():
+    model = HFDenoiser(_llama(), mask_id=MASK, bidirectional=True)
+    assert model.routes_attention
+    ids = _ids()
+    ids2 = ids.clone()
+    ids2[0, 11] = 5 if ids[0, 11] != 5 else 6
+    assert (model.logits(ids2)[0, 0] - model.logits(ids)[0, 0]).abs().max() > 0  # a later token changes position 0
+
+
+def _tis(model, active):
+    ids = _ids()
+    masked = ids == MASK
+    with torch.no_grad():
+        pred = predict(model, ids, where=masked)
+    cand = top_k_mask(pred.confidence, masked, torch.tensor([3, 3]))
+    return token_influence(model, ids, pred.probs, cand, masked & ~cand, tau=0.5, active=active)[0]
+
+
+def test_registry_aqa_gradients_equal_the_reference():
+    exact = HFDenoiser(_llama(), mask_id=MASK, bidirectional=True, aqa_mode="exact")
+    ref = HFDenoiser(_llama(), mask_id=MASK, bidirectional=True, aqa_mode="reference")
+    for active in ("candidates", "candidates+probes"):
+        torch.testing.assert_close(_tis(exact, active), _tis(ref, active), atol=1e-5, rtol=1e-4)
+    assert (_tis(exact, "candidates") - _tis(exact, "dense")).abs().max() > 1e-6  # AQA really changes the backward
+
+
+def test_model_without_registry_falls_back_to_dense_with_one_warning(caplog):
+    model = HFDenoiser(_bert(), mask_id=MASK)
+    assert not model.routes_attention
+    with caplog.at_level(logging.WARNING, logger="tabes.models.hf"):
+        a = _tis(model, "candidates")
+        b = _tis(model, "candidates")
+    assert sum("dense backward" in r.message for r in caplog.records) == 1
+    torch.testing.assert_close(a, _tis(model, "dense"))
+    torch.testing.assert_close(a, b)
+
+
+def test_dream_shift_maps_logits_and_gradients():
+    base = _llama()
+    plain = HFDenoiser(base, mask_id=MASK, bidirectional=True)
+    dream = HFDenoiser(base, mask_id=MASK, bidirectional=True, logit_shift=1)
+    e = plain.embed(_ids()).detach().requires_grad_(True)
+    raw = plain.logits_from_embeds(e)
+    shifted = dream.logits_from_embeds(e)
+    torch.testing.assert_close(shifted[:, 1:], raw[:, :-1])
+    torch.testing.assert_close(shifted[:, 0], raw[:, 0])
+    # the gradient of position i's prediction equals the raw model's gradient at i - 1
+    (g_dream,) = torch.autograd.grad(shifted[:, 5].logsumexp(-1).sum(), e, retain_graph=True)
+    (g_raw,) = torch.autograd.grad(raw[:, 4].logsumexp(-1).sum(), e)
+    torch.testing.assert_close(g_dream, g_raw)
+
+
+def test_load_local_checkpoints(tmp_path):
+    _bert().save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="no mask token id"):
+        tabes.load(tmp_path / "bert")
+    model = tabes.load(tmp_path / "bert", mask_id=MASK)
+    assert isinstance(model, HFDenoiser) and model.logit_shift == 0 and model.vocab_size == V
+    with pytest.raises(ValueError, match="outside the model's input vocabulary"):
+        tabes.load(tmp_path / "bert", mask_id=10_000)
+    _llama().save_pretrained(tmp_path / "dream")
+    cfg = json.loads((tmp_path / "dream" / "config.json").read_text())
+    assert tabes.load(tmp_path / "dream", kind="dream", mask_id=MASK).logit_shift == 1
+    cfg["auto_map"] = {"AutoModel": "modeling_llada.LLaDAModelLM"}
+    cfg["model_type"] = "llada"
+    (tmp_path / "dream" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        tabes.load(tmp_path / "dream")
