@@ -206,6 +206,52 @@ def cmd_samplers(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tabes.loading import load
+    from tabes.samplers import get_sampler
+    from tabes.tasks.text import generate_text
+
+    sampler = get_sampler(args.sampler)
+    opts = {"trust_remote_code": args.trust_remote_code}
+    if args.kind:
+        opts["kind"] = args.kind
+    if args.mask_id is not None:
+        opts["mask_id"] = args.mask_id
+    model = load(args.model, **opts)
+    res = generate_text(
+        model,
+        [args.prompt],
+        gen_length=args.gen_length,
+        steps=args.steps,
+        block_length=args.block_length,
+        sampler=sampler,
+        temperature=args.temperature,
+        seed=args.seed,
+        stop_at_eos=not args.no_eos_stop,
+    )
+    out = res.output
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "prompt": args.prompt,
+                    "completion": res.texts[0],
+                    "sampler": sampler.name,
+                    "forwards": int(out.forwards[0]),
+                    "backwards": int(out.backwards[0]),
+                    "steps": int(out.steps[0]),
+                    "seconds": round(out.seconds, 4),
+                }
+            )
+        )
+    else:
+        print(res.texts[0])
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -350,6 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="copy a model folder ('shipped' = the shipped Sudoku model) into --out and continue training it")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="complete a text prompt with a transformers MDM checkpoint")
+    p.add_argument("--model", required=True, help="local checkpoint folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--sampler", default="confidence")
+    p.add_argument("--steps", type=_positive_int, default=64)
+    p.add_argument("--gen-length", type=_positive_int, default=64)
+    p.add_argument("--block-length", type=_positive_int)
+    p.add_argument("--temperature", type=_nonneg_float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=["masked-lm", "llada", "dream"], help="default: from the checkpoint's config")
+    p.add_argument("--mask-id", type=int, help="mask token id when the tokenizer has none")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code to run")
+    p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
+    p.add_argument("--json", action="store_true", help="print completion, forward/backward counts and time as JSON")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
     bench = p.add_subparsers(dest="bench", required=True)

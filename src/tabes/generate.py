@@ -6,7 +6,7 @@
             2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
             3. result  = sampler.step(denoiser, state)    # forwards/backwards are counted
             4. commit result.tokens at result.commit; apply result.remask (never on given
-               positions, never on a block's last step)
+               positions, never on a block's last step); after an EOS, fill the row with EOS
             5. trace   = one record per row: positions, tokens, confidence, entropy, extras
 
 Positions that are not masked on input are *given* and never change. Each block's last step
@@ -48,6 +48,7 @@ def generate(
     trace: bool | str | Path | None = None,
     progress: bool = False,
     region: Tensor | None = None,
+    eos_id: int | None = None,
 ) -> GenerationOutput:
     """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
 
@@ -67,6 +68,8 @@ def generate(
         progress: show a progress bar over steps.
         region: optional (L,) bool; only masked positions inside it are decoded, masked
             positions outside it stay masked (e.g. one block, or an infilling span).
+        eos_id: once a row commits this token, every masked position after it is set to it
+            at once: the row stops growing and spends no more passes.
 
     Returns:
         :class:`tabes.protocol.GenerationOutput` with (B, L) sequences and per-row counts.
@@ -150,6 +153,9 @@ def generate(
                 xr = torch.where(commit, result.tokens, state.x)
                 if result.remask is not None and steps_left > 1:
                     xr = xr.masked_fill(result.remask & ~state.fixed & in_block, mask_id)
+                if eos_id is not None:  # a row that has ended stops growing: fill its later masks with EOS
+                    ended = ((xr == eos_id) & ~state.fixed).cumsum(-1) > 0
+                    xr = torch.where(ended & (xr == mask_id) & ~state.fixed, eos_id, xr)
                 x[rows] = xr
                 nsteps[rows] += 1
                 # 5. trace

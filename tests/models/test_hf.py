@@ -142,3 +142,72 @@ def test_load_local_checkpoints(tmp_path):
     (tmp_path / "dream" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         tabes.load(tmp_path / "dream")
+
+
+def _bert_with_tokenizer(path):
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "[EOS]"]
+    words += [f"w{i}" for i in range(V - len(words) - 1)] + ["[MASK]"]
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = transformers.BertTokenizer(str(path / "vocab.txt"), do_lower_case=True, eos_token="[EOS]")
+    tok.save_pretrained(path)
+    _bert().save_pretrained(path)
+    return tok
+
+
+def test_generate_cli_on_a_local_checkpoint(tmp_path, capsys):
+    from tabes.cli import main
+
+    tok = _bert_with_tokenizer(tmp_path / "bert")
+    assert tok.mask_token_id == MASK
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tmp_path / "bert"),
+            "--prompt",
+            "the cat sat",
+            "--steps",
+            "4",
+            "--gen-length",
+            "8",
+            "--block-length",
+            "4",
+            "--json",
+            "--sampler",
+            "boe:r=1",
+        ]
+    )
+    assert code == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["prompt"] == "the cat sat" and isinstance(rec["completion"], str)
+    assert rec["forwards"] >= 4 and rec["backwards"] >= 1
+    assert main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+    assert "model not found" in capsys.readouterr().err
+
+
+def test_row_stops_growing_after_eos():
+    class Stub:  # confident EOS at position 5, flat elsewhere
+        vocab_size, mask_id = 14, 13
+
+        def embed(self, ids):
+            return torch.nn.functional.one_hot(ids, 14).float()
+
+        def token_embeddings(self):
+            return torch.eye(14)
+
+        def logits_from_embeds(self, embeds, *, attention_mask=None, active=None):
+            logits = torch.zeros(embeds.shape[0], embeds.shape[1], 14)
+            logits[:, :, 3] = 1.0
+            logits[:, 5, 12] = 10.0
+            return logits
+
+        def logits(self, ids, *, attention_mask=None):
+            return self.logits_from_embeds(self.embed(ids))
+
+    ids = torch.tensor([[1, 2, 3, 4] + [13] * 6])
+    out = generate(Stub(), ids, sampler="confidence", steps=6, eos_id=12)
+    assert out.sequences[0].tolist() == [1, 2, 3, 4, 3, 12, 12, 12, 12, 12]
+    assert out.steps[0] == 2  # EOS at step 1 fills 6..9; step 2 decodes position 4
+    given_eos = generate(Stub(), torch.tensor([[12, 2, 3, 4] + [13] * 6]), sampler="confidence", steps=6, eos_id=12)
+    assert given_eos.sequences[0, 0] == 12 and given_eos.steps[0] == 2  # a given EOS does not end the row

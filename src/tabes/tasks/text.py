@@ -1,0 +1,81 @@
+"""Text generation with a tokenizer-carrying denoiser (e.g. :class:`tabes.models.hf.HFDenoiser`).
+
+Each prompt is tokenized without special tokens, left-padded to the longest prompt (padding
+is hidden by the attention mask) and followed by ``gen_length`` mask tokens, which
+:func:`tabes.generate` fills, optionally block by block. With ``stop_at_eos`` a row that
+commits the EOS token stops growing (its later positions become EOS without further passes),
+and the text is cut at the first EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tabes.generate import generate
+from tabes.protocol import GenerationOutput
+
+
+@dataclass
+class TextResult:
+    """Completions (prompt excluded) and the decoding output behind them."""
+
+    texts: list[str]
+    output: GenerationOutput
+    prompt_length: int
+
+
+def generate_text(
+    model,
+    prompts: list[str],
+    *,
+    gen_length: int = 64,
+    steps: int = 64,
+    block_length: int | None = None,
+    sampler="confidence",
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+) -> TextResult:
+    """Complete each prompt with ``gen_length`` generated tokens.
+
+    Example:
+        >>> res = generate_text(tabes.load("path/to/llada"), ["2 + 2 ="], gen_length=32, steps=32, block_length=8)  # doctest: +SKIP
+    """
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError("text generation needs a model with a tokenizer (a transformers checkpoint folder with tokenizer files)")
+    if gen_length <= 0:
+        raise ValueError(f"gen_length must be positive, got {gen_length}")
+    if not prompts:
+        raise ValueError("no prompts given")
+    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    P = max(len(e) for e in encoded)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else model.mask_id
+    B, L = len(prompts), P + gen_length
+    ids = torch.full((B, L), model.mask_id, dtype=torch.long)
+    attention_mask = torch.ones(B, L, dtype=torch.bool)
+    for b, e in enumerate(encoded):
+        ids[b, : P - len(e)] = pad
+        attention_mask[b, : P - len(e)] = False
+        ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long)
+    eos = tok.eos_token_id if stop_at_eos else None
+    out = generate(
+        model,
+        ids,
+        sampler=sampler,
+        steps=steps,
+        block_length=block_length,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(seed),
+        attention_mask=attention_mask,
+        eos_id=eos,
+    )
+    texts = []
+    for b in range(B):
+        gen = out.sequences[b, P:].tolist()
+        if eos is not None and eos in gen:
+            gen = gen[: gen.index(eos)]
+        texts.append(tok.decode(gen, skip_special_tokens=True))
+    return TextResult(texts=texts, output=out, prompt_length=P)
