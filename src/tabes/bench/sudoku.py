@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from tabes import dist
 from tabes.samplers import get_sampler
 from tabes.samplers.base import config_fields
 from tabes.tasks import sudoku
@@ -104,8 +105,9 @@ def run_sudoku_bench(
         if _cell_key(name, opts, st, src) not in done
     ]
     model = model if model is not None else load()
+    new_records: list[dict] = []
     bar_cells = bar_puzzles = None
-    if progress:
+    if progress and dist.is_main():
         from tqdm import tqdm
 
         bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", position=0)
@@ -117,17 +119,19 @@ def run_sudoku_bench(
                 bar_puzzles.reset(total=len(recs))
                 bar_puzzles.set_description(f"{src} {spec} steps={st}")
             start = time.perf_counter()
+            mine = dist.shard(recs)  # under torchrun / accelerate each rank decodes a share
             res = sudoku.decode_puzzles(
                 model,
-                [r.cells for r in recs],
+                [r.cells for r in mine],
                 sampler=get_sampler(spec),
                 steps=st,
                 seed=seed,
-                solutions=[r.solution for r in recs],
+                solutions=[r.solution for r in mine],
                 batch_size=batch_size,
                 progress=None if bar_puzzles is None else bar_puzzles.update,
             )
-            wall = time.perf_counter() - start
+            res = dist.gather(res)
+            wall = dist.max_over_ranks(time.perf_counter() - start)
             n = len(res)
             solved = sum(bool(x.correct if x.correct is not None else x.valid) for x in res)
             lo, hi = wilson(solved, n)
@@ -148,16 +152,20 @@ def run_sudoku_bench(
                 "fwd_equiv": round(fw + 2 * bw, 2),
                 "wall_s": round(wall, 2),
             }
-            with results_path.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            new_records.append(rec)
+            if dist.is_main():
+                with results_path.open("a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
             if bar_cells is not None:
                 bar_cells.update(1)
     finally:
         for b in (bar_puzzles, bar_cells):
             if b is not None:
                 b.close()
+    if not dist.is_main():
+        return new_records  # other ranks: the cells of this call (rank 0 owns the files)
     all_records = read_results(results_path)
     (out / "report.md").write_text(render_report(all_records, file=str(file), seed=seed, limit=limit))
     try:
