@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,35 +17,42 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from tabes.bench.sudoku import spec_label
 
     sources = sorted({r["source"] for r in records})
-    fig, axes = plt.subplots(2, len(sources), figsize=(3.6 * len(sources), 6.4), squeeze=False)
+    ncols = min(4, len(sources))
+    nrows = 2 * math.ceil(len(sources) / ncols)  # each source: wall-clock panel above, fwd-equiv panel below
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 2.9 * nrows), squeeze=False)
     labels = sorted({spec_label(r) for r in records})
     colours = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
-    for col, src in enumerate(sources):
+    for k, src in enumerate(sources):
         curves: dict[str, list[dict]] = defaultdict(list)
         for r in records:
             if r["source"] == src:
                 curves[spec_label(r)].append(r)
         for row, (key, xlabel) in enumerate((("wall", "wall-clock s / puzzle"), ("fwd_equiv", "forward-equivalents / puzzle"))):
-            ax = axes[row][col]
+            ax = axes[2 * (k // ncols) + row][k % ncols]
             for lab, pts in sorted(curves.items()):
                 pts = sorted(pts, key=lambda r: r["steps"])
                 xs = [r["wall_s"] / r["n"] if key == "wall" else r["fwd_equiv"] for r in pts]
                 ys = [100 * r["accuracy"] for r in pts]
-                ax.plot(xs, ys, marker="o", ms=3, label=lab, color=colours[lab])
+                ax.plot(xs, ys, marker="o", ms=4, label=lab, color=colours[lab])
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylim(bottom=0)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel("solved %", fontsize=8)
             ax.set_title(f"{src} (n={next(r['n'] for r in records if r['source'] == src)})", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
+    for k in range(len(sources), (nrows // 2) * ncols):  # hide unused panels
+        for row in range(2):
+            axes[2 * (k // ncols) + row][k % ncols].axis("off")
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
