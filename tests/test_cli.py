@@ -26,7 +26,7 @@ def test_solve_one_prints_board(model_dir, capsys):
 
 
 def test_solve_json(model_dir, capsys):
-    main(["solve", PUZZLES[1].replace("0", "."), "--model", model_dir, "--json"])
+    main(["solve", PUZZLES[1].replace("0", "."), "--model", model_dir, "--json", "--sampler", "confidence"])
     rec = json.loads(capsys.readouterr().out)
     assert rec["puzzle"] == PUZZLES[1].replace("0", ".") and len(rec["output"]) == 81
     assert rec["forwards"] >= 1 and rec["backwards"] == 0

@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="CSV with a 'puzzle' column (optional 'solution', 'source')")
     p.add_argument("--out", help="write one JSON record per puzzle to this JSONL file")
     p.add_argument("--limit", type=_positive_int, help="solve only the first N puzzles of --file")
-    p.add_argument("--sampler", default="confidence", help="sampler spec, e.g. confidence, margin or boe:rho=0.25 (see `tabes samplers`)")
+    p.add_argument("--sampler", default="boe", help="sampler spec, e.g. boe, confidence or boe:rho=0.25 (see `tabes samplers`)")
     p.add_argument("--steps", type=_positive_int, default=81, help="denoising steps (81 = one cell per step)")
     p.add_argument("--temperature", type=_nonneg_float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
