@@ -40,7 +40,10 @@ def test_two_process_run_equals_single_process(tmp_path, tiny_sudoku_model):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     single = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "m"), str(csv), str(tmp_path / "one")], capture_output=True, text=True
+        [sys.executable, str(script), str(tmp_path / "m"), str(csv), str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # the thread count of the sharded ranks: same float reduction order
     )
     assert single.returncode == 0, single.stderr
     port = _free_port()
