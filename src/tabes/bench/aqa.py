@@ -43,6 +43,21 @@ class AQABenchConfig:
     seed: int = 0
 
 
+def bench_model(L: int, cfg: AQABenchConfig) -> MDM:
+    """The benchmark architecture: our MDM with learned positions, random weights, eval mode."""
+    return MDM(
+        MDMConfig(
+            vocab_size=cfg.vocab_size,
+            mask_id=cfg.vocab_size - 1,
+            seq_len=L,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_layers=cfg.n_layers,
+            layout="sequence",
+        )
+    ).eval()
+
+
 def _time(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
@@ -117,17 +132,7 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
 
         bar = tqdm(total=total, desc="bench aqa", unit="cell", leave=False)
     for L in lengths:
-        model = MDM(
-            MDMConfig(
-                vocab_size=cfg.vocab_size,
-                mask_id=cfg.vocab_size - 1,
-                seq_len=L,
-                d_model=cfg.d_model,
-                n_heads=cfg.n_heads,
-                n_layers=cfg.n_layers,
-                layout="sequence",
-            )
-        ).eval()
+        model = bench_model(L, cfg)
         for p in model.parameters():
             p.requires_grad_(False)  # input gradients only, as in BoE
         attn_ms = _attention_backward_ms(L, cfg, cfg.repeats, g)
@@ -172,18 +177,7 @@ def step_ratio(L: int, *, model: MDM | None = None, batch: int = 8, repeats: int
 
     g = torch.Generator().manual_seed(seed)
     if model is None:
-        c = AQABenchConfig()
-        model = MDM(
-            MDMConfig(
-                vocab_size=c.vocab_size,
-                mask_id=c.vocab_size - 1,
-                seq_len=L,
-                d_model=c.d_model,
-                n_heads=c.n_heads,
-                n_layers=c.n_layers,
-                layout="sequence",
-            )
-        ).eval()
+        model = bench_model(L, AQABenchConfig())
     x = torch.randint(0, model.vocab_size - 1, (batch, L), generator=g)
     x[torch.rand(batch, L, generator=g) < 0.7] = model.mask_id
     masked = x == model.mask_id
