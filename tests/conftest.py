@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from tabes.models.mdm import MDM, MDMConfig
 from tabes.tasks import sudoku
+
+# tests never reach a model or dataset hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # two puzzles from the public domain examples (Wikipedia's, and a 17-clue one)
 PUZZLES = [

@@ -454,12 +454,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench_sudoku)
 
+    sub.add_parser(
+        "lm-eval",
+        help="run lm-evaluation-harness with the 'tabes' model type registered (needs the eval extra)",
+        description="Every argument goes to the harness's own command line, e.g. "
+        "tabes lm-eval --model tabes --model_args pretrained=PATH,sampler=boe,steps=64,gen_length=64 --tasks TASK",
+        add_help=False,
+    )
+
     p = sub.add_parser("samplers", help="list the registered samplers and their options")
     p.set_defaults(func=cmd_samplers)
     return parser
 
 
+def cmd_lm_eval(argv: list[str]) -> int:
+    """Hand ``argv`` to lm-evaluation-harness's command line with the ``tabes`` model registered."""
+    try:
+        from tabes.integrations.lm_eval import main as lm_eval_main
+    except ImportError as err:
+        print(f"tabes: error: lm-eval needs the eval extra: pip install 'tabes[eval]' ({err})", file=sys.stderr)
+        return 2
+    return lm_eval_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # everything after it belongs to the harness's parser
+        return cmd_lm_eval(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

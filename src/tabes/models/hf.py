@@ -118,6 +118,7 @@ class HFDenoiser:
         self.logit_shift = int(logit_shift)
         self.bidirectional = bidirectional
         self.aqa_mode = aqa_mode
+        self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         self.routes_attention = self._switch_to_registry()
         self._warned = False
 
@@ -157,7 +158,12 @@ class HFDenoiser:
         if self.bidirectional:
             keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device) if attention_mask is None else attention_mask.bool()
             mask = torch.zeros(B, 1, L, L, dtype=embeds.dtype, device=embeds.device).masked_fill(~keep[:, None, None, :], float("-inf"))
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits  # (B, L, V)
+        extra = {}
+        if attention_mask is not None and self._takes_positions:
+            # left padding: positions count from each row's first real token, so a row decodes
+            # the same alone and in a padded batch
+            extra["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits  # (B, L, V)
         if self.logit_shift:
             # Dream: the prediction for position i is emitted at i - 1; position 0 repeats its own
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
