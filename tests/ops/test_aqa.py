@@ -82,3 +82,20 @@ def test_gathered_and_masked_backward_agree_with_reference(fraction, mode):
     slow = torch.autograd.grad((reference(q, k, v, bias=b, active=active) * w).sum(), (q, k, v, b))
     for f, s in zip(fast, slow):
         assert (f - s).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("upstream", ["active rows", "one inactive row too"])
+def test_value_gradient_from_active_rows_only_when_upstream_is_zero_elsewhere(upstream):
+    """The last layer's case: dO is zero outside the active rows, so dV comes from the active
+    rows alone. One nonzero inactive row must switch back to the full dV = P^T dO."""
+    q, k, v, b, _ = _inputs(L=20)
+    active = torch.rand(2, 20, generator=torch.Generator().manual_seed(3)) < 0.2  # 7 and 9 rows: the gathered layout
+    w = torch.randn(2, 3, 20, 8, generator=torch.Generator().manual_seed(4)) * active[:, None, :, None]
+    if upstream == "one inactive row too":
+        row = int((~active[0]).nonzero()[0])
+        w[0, :, row] = 1.0
+    fast = torch.autograd.grad((attention(q, k, v, bias=b, active=active) * w).sum(), (q, k, v, b))
+    slow = torch.autograd.grad((attention_reference(q, k, v, bias=b, active=active) * w).sum(), (q, k, v, b))
+    for name, f, s in zip("qkvb", fast, slow):
+        assert (f - s).abs().max().item() <= 1e-5, name
+    assert fast[2].abs().sum() > 0

@@ -92,14 +92,14 @@ class _ActiveQueryAttention(torch.autograd.Function):
         del s
         out = p @ v  # (B, H, L, Dh)
         idx, valid = active_index(active)
-        ctx.save_for_backward(q, k, v, p, idx, valid, active)
+        ctx.save_for_backward(q, k, v, p, out, idx, valid, active)
         ctx.bias_shape = None if bias is None else bias.shape
         ctx.kv_approx = kv_approx
         return out
 
     @staticmethod
     def backward(ctx, d_out: Tensor):
-        q, k, v, p, idx, valid, active = ctx.saved_tensors
+        q, k, v, p, out, idx, valid, active = ctx.saved_tensors
         B, H, L, Dh = q.shape
         scale = 1.0 / math.sqrt(Dh)
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
@@ -110,8 +110,9 @@ class _ActiveQueryAttention(torch.autograd.Function):
             p_a = _gather_rows(p, idx)  # (B, H, A, L) probabilities of active rows
             do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)  # (B, H, A, Dh), zero on padding
             q_a = _gather_rows(q, idx)
+            o_a = _gather_rows(out, idx)
         else:
-            p_a, q_a = p, q
+            p_a, q_a, o_a = p, q, out
             do_a = d_out * active[:, None, :, None].to(q.dtype)  # (B, H, L, Dh), zero on inactive rows
         dq = dk = dv = dbias = None
         if ctx.kv_approx:
@@ -120,9 +121,16 @@ class _ActiveQueryAttention(torch.autograd.Function):
             if need_v:
                 dv = (p_a.transpose(-1, -2) @ do_a) * col
         elif need_v:
-            dv = p.transpose(-1, -2) @ d_out  # (B, H, L, Dh): values get gradient through every row
-        dp_a = do_a @ v.transpose(-1, -2)  # (B, H, A, L)
-        ds_a = p_a * (dp_a - (p_a * dp_a).sum(-1, keepdim=True))  # (B, H, A, L), zero on padded/inactive rows
+            # values get gradient through every row's output: dV = P^T dO. When the upstream
+            # gradient is zero outside the active rows (the last layer, whose outputs matter
+            # only at the probes), the active rows alone give the same sum at |A|/L the cost.
+            if gathered and not ((d_out != 0).any(-1).any(1) & ~active).any():
+                dv = p_a.transpose(-1, -2) @ do_a
+            else:
+                dv = p.transpose(-1, -2) @ d_out  # (B, H, L, Dh)
+        # dS = P * (dP - rowsum(P * dP)), with rowsum(P * dP) = rowsum(dO * O) (no (A, L) product)
+        ds_a = do_a @ v.transpose(-1, -2)  # dP_A (B, H, A, L), then dS_A in place
+        ds_a.sub_((do_a * o_a).sum(-1, keepdim=True)).mul_(p_a)  # zero on padded/inactive rows
         if need_q:
             dq_a = (ds_a @ k) * scale
             dq = torch.zeros_like(q).scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], Dh), dq_a) if gathered else dq_a
