@@ -312,9 +312,8 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
     else:
         print(f"TIS fidelity vs dense backward ({len(records)} puzzles, r={args.r}, up to {args.max_steps} steered steps each)")
         for r in rows:
-            print(
-                f"{r['mode']:>6} {r['active']:<18} spearman {r['spearman']}  top-b agreement {r['top_b_agreement']}  ({r['n_steps']} steps)"
-            )
+            head = f"{r['mode']:>6} {r['active']:<18} point={r['point']:<5}"
+            print(f"{head} spearman {r['spearman']}  top-b agreement {r['top_b_agreement']}  ({r['n_steps']} steps)")
     return 0
 
 

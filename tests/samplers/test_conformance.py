@@ -8,7 +8,7 @@ import torch
 from tabes import generate
 from tabes.samplers import available, get_sampler
 
-SAMPLERS = sorted(available())
+SAMPLERS = [*sorted(available()), "boe:point=mask"]  # and BoE's one-pass variant
 
 
 @pytest.mark.parametrize("name", SAMPLERS)

@@ -1,11 +1,12 @@
 """TIS fidelity of each ActiveQueryAttention mode against the dense backward.
 
 Along BoE trajectories (dense backward, greedy) on real puzzles, every steered step computes
-the Token Influence Score of the same candidates four ways: dense backward, and AQA with the
-active set "candidates" or "candidates+probes" in the exact mode, plus the approximate
-``kv`` mode. For each AQA variant it reports the mean Spearman rank correlation of TIS with
+the Token Influence Score of the same candidates several ways: dense backward (the
+reference), and AQA with the active set "candidates" or "candidates+probes" in the exact mode,
+plus the approximate ``kv`` mode. For each AQA variant it reports the mean Spearman rank correlation of TIS with
 the dense TIS over the candidates, and how often the committed top-b set by BoE's score is
-the same as with dense TIS.
+the same as with dense TIS. The one-pass variant (``point="mask"``: entropy linearised at the
+current embeddings) is compared against the same reference, the paper's soft-point TIS.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from tabes.samplers.base import StepState, top_k_mask
 from tabes.samplers.boe import BoEConfig, _normalise, token_influence
 from tabes.tasks import sudoku
 
-VARIANTS = (("exact", "candidates"), ("exact", "candidates+probes"), ("kv", "candidates+probes"), ("kv", "candidates"))
+# (AQA mode, active set, linearisation point)
+VARIANTS = (
+    ("exact", "candidates", "soft"),
+    ("exact", "candidates+probes", "soft"),
+    ("kv", "candidates+probes", "soft"),
+    ("kv", "candidates", "soft"),
+    ("exact", "candidates+probes", "mask"),
+    ("exact", "dense", "mask"),
+)
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -37,7 +46,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def tis_fidelity(
     model, puzzles: list[list[int]], *, config: BoEConfig | None = None, steps: int = 81, max_steps_per_puzzle: int = 20
 ) -> list[dict]:
-    """Rows ``{mode, active, spearman, top_b_agreement, n_steps}`` (means over steered steps)."""
+    """Rows ``{mode, active, point, spearman, top_b_agreement, n_steps}`` (means over steered steps)."""
     cfg = config or BoEConfig()
     sampler = get_sampler("boe", **{**cfg.__dict__, "active": "dense"})
     old_mode = model.config.aqa_mode
@@ -67,11 +76,11 @@ def tis_fidelity(
                     return top_k_mask(pred.confidence**cfg.gamma * _normalise(tis, cand, cfg.norm) - penalty, cand, budget)
 
                 ref_commit = commit_of(dense)
-                for mode, active in VARIANTS:
+                for mode, active, point in VARIANTS:
                     model.config.aqa_mode = mode
-                    tis, _ = token_influence(model, x, pred.probs, cand, probes, tau=cfg.tau, active=active)
-                    stats[mode, active]["rho"].append(_spearman(tis[cand], dense[cand]))
-                    stats[mode, active]["agree"].append(float(torch.equal(commit_of(tis), ref_commit)))
+                    tis, _ = token_influence(model, x, pred.probs, cand, probes, tau=cfg.tau, active=active, point=point)
+                    stats[mode, active, point]["rho"].append(_spearman(tis[cand], dense[cand]))
+                    stats[mode, active, point]["agree"].append(float(torch.equal(commit_of(tis), ref_commit)))
                 model.config.aqa_mode = "exact"
                 # advance along the dense-BoE trajectory
                 state = StepState(
@@ -82,12 +91,13 @@ def tis_fidelity(
     finally:
         model.config.aqa_mode = old_mode
     rows = []
-    for (mode, active), s in stats.items():
+    for (mode, active, point), s in stats.items():
         vals = [v for v in s["rho"] if v == v]
         rows.append(
             {
                 "mode": mode,
                 "active": active,
+                "point": point,
                 "spearman": round(statistics.mean(vals), 4) if vals else None,
                 "top_b_agreement": round(statistics.mean(s["agree"]), 4) if s["agree"] else None,
                 "n_steps": len(s["agree"]),

@@ -1,6 +1,6 @@
 """Backward-on-Entropy (BoE) steering (TABES, arXiv 2602.00250).
 
-One step, per row (the numbers match ``docs/boe.md``):
+One step, per row (the numbers match ``docs/boe.md``; ``point="mask"`` merges 1 and 3, below):
 
     1. forward:     pi_i, H_i, c_i for every masked position i
     2. prefilter:   candidates C = top-r masked positions by confidence (at least the budget b)
@@ -14,7 +14,8 @@ One step, per row (the numbers match ``docs/boe.md``):
     6. score:       s_i = c_i^gamma * norm(TIS_i) - lambda_ac * max(0, h_t - H_i)^2, h_t = h_max * t
                     commit the top-b candidates by s_i
 
-Cost: 2 forwards + 1 backward per step. The backward runs through ActiveQueryAttention with the
+Cost: 2 forwards + 1 backward per step (``point="mask"``: 1 forward + 1 backward, the entropy
+linearised at the current embeddings instead of at e~). The backward runs through ActiveQueryAttention with the
 active set chosen by ``active``: ``"candidates"`` (A = C), ``"candidates+probes"`` (A = C and P)
 or ``"dense"`` (no AQA; the -AQA ablation).
 
@@ -41,6 +42,7 @@ from tabes.samplers.base import StepResult, StepState, top_k_mask
 
 ACTIVE_SETS = ("candidates", "candidates+probes", "dense")
 NORMS = ("minmax", "rank")
+POINTS = ("soft", "mask")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,14 @@ class BoEConfig:
             "minmax" to [0, 1], or "rank" (rank / (|C| - 1)).
         use_tis: False drops TIS (score c^gamma - anti-collapse): the -TIS ablation; it then
             needs no surrogate forward and no backward.
+        point: where the entropy is linearised. "soft" (the paper): a second forward with the
+            soft embeddings e~ injected at the candidates, gradient taken there (2 forwards + 1
+            backward per step). "mask": the step's own forward, run with gradients from the
+            current embeddings (candidates still hold e_mask), gives confidence, probes and H~;
+            TIS_i = -<dH~/de_i, e~_i - e_mask> is the same first-order estimate taken at the
+            other end of the segment (1 forward + 1 backward per step). Its active set is every
+            masked position (known before the forward), so it needs active "candidates+probes"
+            or "dense".
     """
 
     r: int = 4
@@ -71,6 +81,7 @@ class BoEConfig:
     active: str = "candidates+probes"
     norm: str = "minmax"
     use_tis: bool = True
+    point: str = "soft"
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -89,6 +100,12 @@ class BoEConfig:
             raise ValueError(f"active must be one of {ACTIVE_SETS}, got {self.active!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.point not in POINTS:
+            raise ValueError(f"point must be one of {POINTS}, got {self.point!r}")
+        if self.point == "mask" and self.active == "candidates":
+            raise ValueError(
+                "point='mask' needs its active set before the forward: use active='candidates+probes' or 'dense', got 'candidates'"
+            )
 
 
 def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
@@ -106,6 +123,15 @@ def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
     return out.where(cand, 0.0)
 
 
+def _probe_entropy(logits: Tensor, probes: Tensor, mask_id: int) -> Tensor:
+    """(B, L, V) logits, (B, L) probes -> (B,) summed entropy at the probes (mask token excluded)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least, float64 kept
+    logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == mask_id, float("-inf"))
+    logp = torch.log_softmax(logits, dim=-1)
+    ent = -(logp.exp() * logp.clamp_min(-1e4)).sum(-1)  # (B, L)
+    return (ent * probes).sum(-1)
+
+
 def future_entropy(
     model: Denoiser, embeds: Tensor, probes: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None
 ) -> Tensor:
@@ -115,11 +141,15 @@ def future_entropy(
     each distribution, as in decoding.
     """
     logits = model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)  # (B, L, V)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least, float64 kept
-    logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == model.mask_id, float("-inf"))
-    logp = torch.log_softmax(logits, dim=-1)
-    ent = -(logp.exp() * logp.clamp_min(-1e4)).sum(-1)  # (B, L)
-    return (ent * probes).sum(-1)
+    return _probe_entropy(logits, probes, model.mask_id)
+
+
+def soft_embeddings(model: Denoiser, probs: Tensor, tau: float) -> Tensor:
+    """e~ = sum_v pihat(v) E[v] with pihat ~ probs^(1/tau): (B, L, V) -> (B, L, D), no gradient."""
+    E = model.token_embeddings()  # (V_in, D)
+    with torch.no_grad():
+        pihat = torch.softmax(probs[..., : E.shape[0]].clamp_min(1e-30).log() / tau, dim=-1)  # (B, L, V_in)
+        return (pihat.to(E.dtype) @ E).detach()
 
 
 def token_influence(
@@ -132,6 +162,7 @@ def token_influence(
     tau: float,
     active: str,
     attention_mask: Tensor | None = None,
+    point: str = "soft",
 ) -> tuple[Tensor, Tensor]:
     """Steps 3-5: the Token Influence Score of every candidate.
 
@@ -141,25 +172,23 @@ def token_influence(
         candidates, probes: (B, L) bool, disjoint.
         tau: soft-embedding sharpening temperature.
         active: AQA active set, one of ``ACTIVE_SETS``.
+        point: "soft" linearises H~ at e~ (candidates injected), "mask" at the current
+            embeddings (see :class:`BoEConfig`; its AQA active set is every masked position).
 
     Returns:
         tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row.
     """
-    E = model.token_embeddings()  # (V_in, D)
-    V_in = E.shape[0]
+    soft = soft_embeddings(model, probs, tau)  # (B, L, D) e~ at every position; used at candidates
     with torch.no_grad():
-        sharp = probs[..., :V_in].clamp_min(1e-30).log() / tau
-        pihat = torch.softmax(sharp, dim=-1)  # (B, L, V_in)
-        soft = (pihat.to(E.dtype) @ E).detach()  # (B, L, D) e~ at every position; used at candidates
         base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask
-        e_mask = E[model.mask_id].detach()  # (D,)
+        e_mask = model.token_embeddings()[model.mask_id].detach()  # (D,)
     act = None
     if active == "candidates":
         act = candidates
     elif active == "candidates+probes":
-        act = candidates | probes
+        act = candidates | probes if point == "soft" else x == model.mask_id
     with torch.enable_grad():
-        inj = soft.clone().requires_grad_(True)
+        inj = (soft if point == "soft" else base).clone().requires_grad_(True)
         embeds = torch.where(candidates[..., None], inj, base)  # (B, L, D)
         future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act)  # (B,) H~ per row
         if future.requires_grad:
@@ -184,20 +213,48 @@ class BoESampler:
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         cfg = self.config
         B, L = state.x.shape
-        # 1. forward
-        pred = state.predict(model)
+        # a row has probes iff it has more masked positions than candidates (known before the forward)
+        n_cand = torch.clamp(state.budget, min=cfg.r)
+        steer = (state.maskable.sum(-1) > n_cand) if cfg.use_tis else torch.zeros(B, dtype=torch.bool)
+        one_pass = cfg.point == "mask" and bool(steer.any())
+        # 1. forward (with gradients from the input embeddings when the entropy is linearised here)
+        rows = steer.nonzero().squeeze(-1)
+        if one_pass:
+            # steered rows run their forward with gradients, the others a plain one; one
+            # prediction over the assembled logits keeps the sampling noise of the batch
+            sub, am = select_rows(model, rows), None if state.attention_mask is None else state.attention_mask[rows]
+            emb = sub.embed(state.x[rows]).detach().requires_grad_(True)
+            with torch.enable_grad():
+                act = None if cfg.active == "dense" else state.maskable[rows]
+                logits = sub.logits_from_embeds(emb, attention_mask=am, active=act)  # (R, L, V)
+            full = logits.detach().new_empty((B, *logits.shape[1:]))
+            full[rows] = logits.detach()
+            rest = (~steer).nonzero().squeeze(-1)
+            if rest.numel():
+                am_rest = None if state.attention_mask is None else state.attention_mask[rest]
+                with torch.no_grad():
+                    full[rest] = select_rows(model, rest).logits(state.x[rest], attention_mask=am_rest)
+            pred = state.predict(model, logits=full)
+        else:
+            pred = state.predict(model)
         conf, ent = pred.confidence, pred.entropy
         # 2. prefilter: top-r by confidence (never fewer than the budget)
-        cand = top_k_mask(conf, state.maskable, torch.clamp(state.budget, min=cfg.r))
+        cand = top_k_mask(conf, state.maskable, n_cand)
         probes = state.maskable & ~cand
         if cfg.rho < 1:
             probes = top_k_mask(ent, probes, torch.full((B,), math.ceil(cfg.rho * L), dtype=torch.long))
-        steer = probes.any(-1) if cfg.use_tis else torch.zeros(B, dtype=torch.bool)
-        # 3-5. surrogate forward, backward, TIS on the rows that have probes
+        # 3-5. surrogate forward (or the step's own), backward, TIS on the rows that have probes
         tis = torch.zeros(B, L)
         future = torch.zeros(B)
-        rows = steer.nonzero().squeeze(-1)
-        if rows.numel():
+        if one_pass:
+            with torch.enable_grad():
+                h = _probe_entropy(logits, probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
+                (grad,) = torch.autograd.grad(h.sum(), emb)  # rows are independent
+            soft = soft_embeddings(model, pred.probs[rows], cfg.tau)
+            e_mask = model.token_embeddings()[model.mask_id].detach()
+            tis[rows] = (-((grad * (soft - e_mask)).sum(-1)).float()).where(cand[rows], 0.0)
+            future[rows] = h.detach().float()
+        elif rows.numel():
             sub = select_rows(model, rows)
             am = None if state.attention_mask is None else state.attention_mask[rows]
             t_sub, f_sub = token_influence(
