@@ -88,3 +88,40 @@ def test_bench_entropy_plot(tmp_path, puzzle_file, tiny_sudoku_model, capsys):
     assert png.stat().st_size > 5000
     out = capsys.readouterr().out
     assert out.startswith("confidence:") and "margin:" in out
+
+
+def test_pooled_table_sums_the_bands():
+    from tabes.bench.sudoku import pooled_table
+
+    rec = dict(sampler="confidence", options={}, steps=81, forwards=10.0, backwards=0.0)
+    recs = [
+        {**rec, "source": "a", "n": 10, "solved": 5, "fwd_equiv": 10.0, "wall_s": 2.0},
+        {**rec, "source": "b", "n": 30, "solved": 3, "fwd_equiv": 20.0, "wall_s": 6.0},
+    ]
+    (row,) = pooled_table(recs).splitlines()[2:]
+    lo, hi = wilson(8, 40)
+    assert row == f"| confidence | 81 | 8/40 | 20.0% | {100 * lo:.1f}-{100 * hi:.1f} | 17.5 | 0.200 |"
+
+
+def test_frontier_and_match_cost_tables():
+    from tabes.bench.sudoku import frontier_table, match_cost_table
+
+    def rec(sampler, options, steps, source, solved, wall, fe):
+        return dict(sampler=sampler, options=options, steps=steps, source=source, n=10, solved=solved, wall_s=wall, fwd_equiv=fe)
+
+    recs = [
+        rec("confidence", {}, 27, "a", 3, 1.0, 27),  # cheaper than any BoE point: not compared
+        rec("confidence", {}, 81, "a", 5, 3.0, 57),
+        rec("boe", {}, 27, "a", 6, 2.0, 100),
+        rec("lookahead", {"k": 8}, 81, "a", 7, 10.0, 320),
+        rec("confidence", {}, 81, "b", 5, 3.0, 57),
+        rec("boe", {}, 27, "b", 4, 2.0, 100),
+    ]
+    lines = frontier_table(recs).splitlines()
+    # confidence@81 costs more wall-clock than boe@27 but fewer fwd-equivalents: compared on the first axis only
+    assert lines[2] == "| a | below lookahead:k=8@81 (70% vs 60%) | below lookahead:k=8@81 (70% vs 60%) |"
+    assert lines[3].startswith("| b | below confidence@81 (50% vs 40%) |")
+    table = match_cost_table(recs)
+    assert "| confidence@27 | 30.0% | 0.100 | boe@27 | 0.200 | 2.00 |" in table
+    assert "| confidence@81 | 50.0% | 0.300 | boe@27 | 0.200 | 0.67 |" in table
+    assert "| lookahead:k=8@81 | 70.0% | 1.000 | none | - | - |" in table

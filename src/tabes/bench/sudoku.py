@@ -198,10 +198,107 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(records: list[dict]) -> str:
+    """Markdown: one row per (sampler, steps), all source bands pooled (weighted by puzzles)."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[spec_label(r), r["steps"]].append(r)
+    lines = [
+        "| sampler | steps | solved | accuracy | 95% CI | fwd-equiv/puzzle | wall s/puzzle |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (label, steps), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        n = sum(r["n"] for r in rows)
+        solved = sum(r["solved"] for r in rows)
+        lo, hi = wilson(solved, n)
+        fe = sum(r["fwd_equiv"] * r["n"] for r in rows) / n
+        wall = sum(r["wall_s"] for r in rows) / n
+        bands = f" ({len(rows)} bands)" if len(rows) != len({x["source"] for x in records}) else ""
+        lines.append(
+            f"| {label}{bands} | {steps} | {solved}/{n} | {100 * solved / n:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fe:.1f} | {wall:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _points(records: list[dict]) -> dict[str, tuple[float, float, float, int, int]]:
+    """label@steps -> (wall s/puzzle, fwd-equiv/puzzle, accuracy, solved, n) over the given records."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[f"{spec_label(r)}@{r['steps']}"].append(r)
+    out = {}
+    for key, rows in groups.items():
+        n = sum(r["n"] for r in rows)
+        solved = sum(r["solved"] for r in rows)
+        out[key] = (sum(r["wall_s"] for r in rows) / n, sum(r["fwd_equiv"] * r["n"] for r in rows) / n, solved / n, solved, n)
+    return out
+
+
+def frontier_table(records: list[dict], family: str = "boe") -> str:
+    """Markdown, one row per source band: is the ``family`` frontier (best accuracy at a cost no
+    higher) at or above every other sampler point at equal wall-clock, and at equal
+    forward-equivalents? Only points no cheaper than the family's cheapest point are compared;
+    the points it does not reach are listed."""
+    lines = ["| source | by wall-clock | by fwd-equiv |", "|---|---|---|"]
+    for src in sorted({r["source"] for r in records}):
+        pts = _points([r for r in records if r["source"] == src])
+        mine = {k: v for k, v in pts.items() if k.split(":")[0].split("@")[0] == family}
+        other = {k: v for k, v in pts.items() if k not in mine}
+        if not mine or not other:
+            continue
+        cells = []
+        for axis in (0, 1):
+            lo = min(v[axis] for v in mine.values())
+            beaten = []
+            for k, v in sorted(other.items()):
+                if v[axis] < lo:
+                    continue
+                best = max(m[2] for m in mine.values() if m[axis] <= v[axis])
+                if best < v[2]:
+                    beaten.append(f"{k} ({100 * v[2]:.0f}% vs {100 * best:.0f}%)")
+            cells.append("above all" if not beaten else "below " + ", ".join(beaten))
+        lines.append(f"| {src} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def match_cost_table(records: list[dict], family: str = "boe") -> str:
+    """Markdown, all bands pooled: for every other sampler point, the cheapest ``family`` point
+    with at least its accuracy and the ratio of their wall-clocks."""
+    pts = _points(records)
+    mine = {k: v for k, v in pts.items() if k.split(":")[0].split("@")[0] == family}
+    lines = [
+        f"| sampler@steps | accuracy | wall s/puzzle | cheapest {family} point at least as accurate | its wall s/puzzle | wall ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, v in sorted(pts.items()):
+        if k in mine:
+            continue
+        ok = [(m[0], name) for name, m in mine.items() if m[2] >= v[2]]
+        if ok:
+            w, name = min(ok)
+            lines.append(f"| {k} | {100 * v[2]:.1f}% | {v[0]:.3f} | {name} | {w:.3f} | {w / v[0]:.2f} |")
+        else:
+            lines.append(f"| {k} | {100 * v[2]:.1f}% | {v[0]:.3f} | none | - | - |")
+    return "\n".join(lines)
+
+
 def render_report(records: list[dict], *, file: str = "", seed: int = 0, limit: int | None = None) -> str:
     """Markdown tables: accuracy (with 95% CI) per source band and sampler, and compute."""
     head = f"Puzzles: `{Path(file).name}`" + (f" (first {limit})" if limit else "") + f"; seed {seed}; greedy (temperature 0)."
     lines = ["# Sudoku benchmark", "", head, "", "Accuracy (%, puzzles solved exactly):", "", summary_table(records), ""]
+    lines += ["All source bands pooled:", "", pooled_table(records), ""]
+    families = {r["sampler"] for r in records}
+    if "boe" in families and len(families) > 1:
+        lines += [
+            "BoE's frontier (its best accuracy at no higher cost, over every BoE setting and step count) against every other",
+            "sampler point no cheaper than BoE's cheapest, per source band:",
+            "",
+            frontier_table(records),
+            "",
+            "The cheapest BoE point that reaches each other point's accuracy (all bands pooled):",
+            "",
+            match_cost_table(records),
+            "",
+        ]
     by_src: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_src[r["source"]].append(r)
