@@ -312,8 +312,9 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
     else:
         print(f"TIS fidelity vs dense backward ({len(records)} puzzles, r={args.r}, up to {args.max_steps} steered steps each)")
         for r in rows:
-            head = f"{r['mode']:>6} {r['active']:<18} point={r['point']:<5}"
-            print(f"{head} spearman {r['spearman']}  top-b agreement {r['top_b_agreement']}  ({r['n_steps']} steps)")
+            head = f"{r['mode']:>10} {r['active']:<18} point={r['point']:<5}"
+            agree = f"top-b agreement {r['top_b_agreement']}  vs true drop {r['spearman_true_drop']}"
+            print(f"{head} spearman {r['spearman']}  {agree}  ({r['n_steps']} steps)")
     return 0
 
 
