@@ -2,8 +2,10 @@
 
 Each step draws ``k`` candidate unmasking sets of b positions: the greedy top-b by confidence
 and k - 1 Gumbel-top-b samples over log-confidence (noise scaled by ``noise``). Each set is
-committed tentatively and scored with one forward pass by the remaining masked entropy; the
-set with the lowest entropy is kept. Cost: k + 1 forwards per step. The Gumbel draws are
+committed tentatively and scored with one forward pass: the masked entropy that remains after
+it, plus the entropy its own positions had when committed (without that charge the criterion
+prefers committing the most uncertain positions, since their entropy then leaves the sum).
+The set with the lowest total is kept. Cost: k + 1 forwards per step. The Gumbel draws are
 shared by the rows of a batch, so a row's result does not depend on its batch.
 """
 
@@ -60,6 +62,10 @@ class LookaheadSampler:
         am = None if state.attention_mask is None else state.attention_mask.repeat(k, 1)
         look = predict(model, xs, where=xs == model.mask_id, logits=model.logits(xs, attention_mask=am))  # entropy only
         remaining = (look.entropy * (xs == model.mask_id)).sum(-1).view(k, -1)  # (k, B)
-        best = remaining.argmin(0)  # (B,), ties -> the first (greedy) set
+        # every set is charged the entropy its committed positions had when they were committed:
+        # the remaining entropy alone would reward committing the most uncertain positions
+        # (their own entropy leaves the sum), i.e. exactly the risky choices
+        spent = (pred.entropy[None] * cand).sum(-1)  # (k, B)
+        best = (remaining + spent).argmin(0)  # (B,), ties -> the first (greedy) set
         commit = cand[best, torch.arange(state.x.shape[0])]
-        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info={"lookahead_entropy": remaining.T.tolist()})
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info={"lookahead_entropy": (remaining + spent).T.tolist()})
