@@ -351,6 +351,8 @@ def cmd_bench_sudoku(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         model=model,
         progress=not args.no_progress,
+        timing=args.timing or 0,
+        timing_repeats=args.timing_repeats,
     )
     print(f"{len(records)} cells in {args.out}/results.jsonl; report: {args.out}/report.md")
     return 0
@@ -452,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=64)
     b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument(
+        "--timing",
+        type=_positive_int,
+        help="then time every sampler/steps configuration side by side on the first N puzzles of each band (DIR/timing.json)",
+    )
+    b.add_argument("--timing-repeats", type=_positive_int, default=3)
     b.set_defaults(func=cmd_bench_sudoku)
 
     sub.add_parser(

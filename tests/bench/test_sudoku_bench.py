@@ -125,3 +125,20 @@ def test_frontier_and_match_cost_tables():
     assert "| confidence@27 | 30.0% | 0.100 | boe@27 | 0.200 | 2.00 |" in table
     assert "| confidence@81 | 50.0% | 0.300 | boe@27 | 0.200 | 0.67 |" in table
     assert "| lookahead:k=8@81 | 70.0% | 1.000 | none | - | - |" in table
+
+
+def test_timing_pass_writes_side_by_side_times_and_the_report_uses_them(tmp_path, puzzle_file, tiny_sudoku_model):
+    out = tmp_path / "run"
+    run_sudoku_bench(puzzle_file, ["confidence", "boe"], [10], out, model=tiny_sudoku_model, progress=False)
+    recs = run_sudoku_bench(puzzle_file, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, timing=1, timing_repeats=2)
+    times = json.loads((out / "timing.json").read_text())
+    assert sorted(t["sampler"] for t in times) == ["boe", "confidence"]  # every configuration in the file
+    assert all(t["puzzles"] == 2 and t["repeats"] == 2 and t["s_per_puzzle"] > 0 for t in times)
+    assert min(t["ratio_to_fastest"] for t in times) == 1.0
+    by_name = {t["sampler"]: t["s_per_puzzle"] for t in times}
+    assert by_name["boe"] > by_name["confidence"]  # two passes and a backward per step against one pass
+    for r in recs:
+        assert r["wall_s"] == pytest.approx(by_name[r["sampler"]] * r["n"], abs=1e-3) and "cell_wall_s" in r
+    assert "side-by-side timing pass" in (out / "report.md").read_text()
+    # the file of record keeps the cells' own times
+    assert all("cell_wall_s" not in r for r in read_results(out / "results.jsonl"))

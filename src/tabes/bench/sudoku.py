@@ -11,6 +11,11 @@ forwards), ``ci_*`` is the 95% Wilson interval of the accuracy and ``wall_s`` is
 total wall-clock. A killed run resumes: finished cells are read back and skipped, and a
 partial last line is cut off before appending. ``DIR/report.md`` and, with the ``plot``
 extra, ``DIR/pareto.png`` are rewritten at the end.
+
+A cell's own wall-clock depends on whatever else the machine ran meanwhile. ``timing=N``
+(``--timing N``) adds a side-by-side pass: every configuration decodes the same N puzzles per
+band in turn, over a few rounds, and ``DIR/timing.json`` keeps the medians; the report and the
+plot then use those times (per configuration, for every band) and say so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -76,8 +82,15 @@ def run_sudoku_bench(
     batch_size: int = 64,
     model=None,
     progress: bool = True,
+    timing: int = 0,
+    timing_repeats: int = 3,
 ) -> list[dict]:
-    """Run every missing cell and return all records of ``out/results.jsonl``."""
+    """Run every missing cell and return all records of ``out/results.jsonl``.
+
+    With ``timing > 0`` it then times every (sampler, steps) configuration of the file side by
+    side (see :func:`time_configs`) on the first ``timing`` puzzles of each source band and
+    writes ``out/timing.json``; the report and the plot then use those times for wall-clock.
+    """
     from tabes.loading import load
 
     for s in steps:
@@ -167,6 +180,12 @@ def run_sudoku_bench(
     if not dist.is_main():
         return new_records  # other ranks: the cells of this call (rank 0 owns the files)
     all_records = read_results(results_path)
+    if timing > 0:
+        configs = sorted({(r["sampler"], json.dumps(r["options"], sort_keys=True), r["steps"]) for r in all_records})
+        subset = [r.cells for src in sorted(groups) for r in groups[src][:timing]]
+        times = time_configs(model, subset, [(n, json.loads(o), st) for n, o, st in configs], repeats=timing_repeats, seed=seed)
+        (out / "timing.json").write_text(json.dumps(times, indent=1) + "\n")
+    all_records = apply_timing(all_records, out / "timing.json")
     (out / "report.md").write_text(render_report(all_records, file=str(file), seed=seed, limit=limit))
     try:
         from tabes.bench.plots import pareto_plot
@@ -175,6 +194,51 @@ def run_sudoku_bench(
     except ImportError:  # the plot extra is not installed
         print("pareto.png skipped: install the plot extra (pip install 'tabes[plot]')")
     return all_records
+
+
+def time_configs(model, puzzles: list[list[int]], configs: list[tuple[str, dict, int]], *, repeats: int = 3, seed: int = 0) -> list[dict]:
+    """Wall-clock of each (sampler, options, steps) on the same puzzles, side by side.
+
+    All puzzles go in one batch; the configurations run in turn, ``repeats`` rounds (the order
+    rotates each round, so drift in machine load spreads over all of them), and each gets its
+    median seconds per puzzle and its ratio to the fastest configuration.
+    """
+    times: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    samplers = [get_sampler(name, **opts) for name, opts, _ in configs]
+    for rnd in range(repeats):
+        order = list(range(len(configs)))
+        order = order[rnd % len(order) :] + order[: rnd % len(order)]
+        for i in order:
+            start = time.perf_counter()
+            sudoku.decode_puzzles(model, puzzles, sampler=samplers[i], steps=configs[i][2], seed=seed, batch_size=len(puzzles))
+            times[i].append((time.perf_counter() - start) / len(puzzles))
+    med = {i: statistics.median(t) for i, t in times.items()}
+    fastest = min(med.values())
+    return [
+        {
+            "sampler": name,
+            "options": opts,
+            "steps": st,
+            "puzzles": len(puzzles),
+            "repeats": repeats,
+            "s_per_puzzle": round(med[i], 5),
+            "ratio_to_fastest": round(med[i] / fastest, 3),
+        }
+        for i, (name, opts, st) in enumerate(configs)
+    ]
+
+
+def apply_timing(records: list[dict], path: Path) -> list[dict]:
+    """Records with ``wall_s`` replaced by the side-by-side time of their configuration (times
+    ``n``) when ``path`` (a ``timing.json``) has it; the cell's own time stays in ``cell_wall_s``."""
+    if not path.exists():
+        return records
+    times = {_cell_key(t["sampler"], t["options"], t["steps"], ""): t["s_per_puzzle"] for t in json.loads(path.read_text())}
+    out = []
+    for r in records:
+        t = times.get(_cell_key(r["sampler"], r["options"], r["steps"], ""))
+        out.append(r if t is None else {**r, "cell_wall_s": r["wall_s"], "wall_s": round(t * r["n"], 3)})
+    return out
 
 
 def spec_label(rec: dict) -> str:
@@ -284,6 +348,12 @@ def match_cost_table(records: list[dict], family: str = "boe") -> str:
 def render_report(records: list[dict], *, file: str = "", seed: int = 0, limit: int | None = None) -> str:
     """Markdown tables: accuracy (with 95% CI) per source band and sampler, and compute."""
     head = f"Puzzles: `{Path(file).name}`" + (f" (first {limit})" if limit else "") + f"; seed {seed}; greedy (temperature 0)."
+    if any("cell_wall_s" in r for r in records):
+        head += (
+            " Wall-clock: the side-by-side timing pass (`timing.json`: each configuration's median seconds per puzzle on"
+            " the same puzzles, measured in turn), times the cell's puzzles; each cell's own time is `cell_wall_s` in"
+            " `results.jsonl`."
+        )
     lines = ["# Sudoku benchmark", "", head, "", "Accuracy (%, puzzles solved exactly):", "", summary_table(records), ""]
     lines += ["All source bands pooled:", "", pooled_table(records), ""]
     families = {r["sampler"] for r in records}
