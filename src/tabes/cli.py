@@ -335,6 +335,27 @@ def cmd_bench_entropy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_step(args: argparse.Namespace) -> int:
+    from tabes.bench.aqa import step_ratio
+    from tabes.loading import load
+
+    rows = []
+    sudoku_model = None
+    for L in args.lengths:
+        if L == 81 and sudoku_model is None:
+            sudoku_model = load()
+        for spec in args.samplers:
+            model = sudoku_model if L == 81 else None  # L = 81: the shipped Sudoku model; else the AQA benchmark architecture
+            row = step_ratio(L, model=model, batch=args.batch if args.batch else (64 if L == 81 else 1), repeats=args.repeats, sampler=spec)
+            rows.append(row)
+            if not args.json:
+                ms = f"confidence {row['confidence_ms']:>9.2f} ms  step {row['boe_ms']:>9.2f} ms"
+                print(f"L={L:>5} batch={row['batch']:>3} {spec:<28} {ms}  ratio {row['step_ratio']:.3f}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
 def cmd_bench_sudoku(args: argparse.Namespace) -> int:
     from tabes.bench.sudoku import run_sudoku_bench
     from tabes.loading import load
@@ -426,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
     b.set_defaults(func=cmd_bench_aqa)
+    b = bench.add_parser("step", help="wall-clock of one sampler step over one confidence step (medians, side by side)")
+    b.add_argument(
+        "--lengths", type=_csv_list(int), default=[81, 1024], help="81 = the shipped Sudoku model; others: the AQA benchmark model"
+    )
+    b.add_argument("--samplers", type=_split_specs, default=["boe", "boe:point=mask"])
+    b.add_argument("--batch", type=_positive_int, help="default: 64 at L = 81, else 1")
+    b.add_argument("--repeats", type=_positive_int, default=5)
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_step)
     b = bench.add_parser("fidelity", help="TIS of each AQA mode against the dense backward, on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--limit", type=_positive_int, default=50)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tabes.cli import main
 
 
@@ -22,3 +24,14 @@ def test_bench_aqa_json_rows(capsys):
 def test_bench_aqa_rejects_bad_rho(capsys):
     assert main(["bench", "aqa", "--lengths", "24", "--rhos", "1.5", "--d-model", "32", "--layers", "1", "--repeats", "1"]) == 2
     assert "rho must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_bench_step_json_rows(capsys):
+    assert (
+        main(["bench", "step", "--lengths", "81,32", "--samplers", "boe,boe:point=mask", "--repeats", "2", "--batch", "2", "--json"]) == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["L"], r["sampler"]) for r in rows] == [(81, "boe"), (81, "boe:point=mask"), (32, "boe"), (32, "boe:point=mask")]
+    for r in rows:
+        assert r["batch"] == 2 and r["step_ratio"] == pytest.approx(r["boe_ms"] / r["confidence_ms"], rel=1e-2)
+        assert r["step_ratio"] > 1  # BoE's step runs a backward on top of the forward
