@@ -121,6 +121,8 @@ def test_frontier_and_match_cost_tables():
     # confidence@81 costs more wall-clock than boe@27 but fewer fwd-equivalents: compared on the first axis only
     assert lines[2] == "| a | below lookahead:k=8@81 (70% vs 60%) | below lookahead:k=8@81 (70% vs 60%) |"
     assert lines[3].startswith("| b | below confidence@81 (50% vs 40%) |")
+    tie = [rec("confidence", {}, 81, "c", 5, 3.0, 157), rec("boe", {}, 27, "c", 5, 2.0, 100), rec("margin", {}, 81, "c", 4, 3.0, 157)]
+    assert frontier_table(tie).splitlines()[2] == "| c | at or above all 2 (strictly above 1) | at or above all 2 (strictly above 1) |"
     table = match_cost_table(recs)
     assert "| confidence@27 | 30.0% | 0.100 | boe@27 | 0.200 | 2.00 |" in table
     assert "| confidence@81 | 50.0% | 0.300 | boe@27 | 0.200 | 0.67 |" in table

@@ -300,8 +300,9 @@ def _points(records: list[dict]) -> dict[str, tuple[float, float, float, int, in
 def frontier_table(records: list[dict], family: str = "boe") -> str:
     """Markdown, one row per source band: is the ``family`` frontier (best accuracy at a cost no
     higher) at or above every other sampler point at equal wall-clock, and at equal
-    forward-equivalents? Only points no cheaper than the family's cheapest point are compared;
-    the points it does not reach are listed."""
+    forward-equivalents? Only points no cheaper than the family's cheapest point are compared
+    (cheaper ones lie where the family has no point at all); the points it does not reach are
+    listed, and otherwise how many it beats strictly rather than ties."""
     lines = ["| source | by wall-clock | by fwd-equiv |", "|---|---|---|"]
     for src in sorted({r["source"] for r in records}):
         pts = _points([r for r in records if r["source"] == src])
@@ -312,14 +313,21 @@ def frontier_table(records: list[dict], family: str = "boe") -> str:
         cells = []
         for axis in (0, 1):
             lo = min(v[axis] for v in mine.values())
-            beaten = []
+            beaten, strict, compared = [], 0, 0
             for k, v in sorted(other.items()):
                 if v[axis] < lo:
                     continue
+                compared += 1
                 best = max(m[2] for m in mine.values() if m[axis] <= v[axis])
                 if best < v[2]:
                     beaten.append(f"{k} ({100 * v[2]:.0f}% vs {100 * best:.0f}%)")
-            cells.append("above all" if not beaten else "below " + ", ".join(beaten))
+                strict += best > v[2]
+            if beaten:
+                cells.append("below " + ", ".join(beaten))
+            elif compared == 0:
+                cells.append("nothing to compare")
+            else:
+                cells.append(f"at or above all {compared} (strictly above {strict})")
         lines.append(f"| {src} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -360,7 +368,7 @@ def render_report(records: list[dict], *, file: str = "", seed: int = 0, limit: 
     if "boe" in families and len(families) > 1:
         lines += [
             "BoE's frontier (its best accuracy at no higher cost, over every BoE setting and step count) against every other",
-            "sampler point no cheaper than BoE's cheapest, per source band:",
+            "sampler point no cheaper than BoE's cheapest, per source band (cheaper points are not compared: BoE has no point there):",
             "",
             frontier_table(records),
             "",
