@@ -144,3 +144,16 @@ def test_timing_pass_writes_side_by_side_times_and_the_report_uses_them(tmp_path
     assert "side-by-side timing pass" in (out / "report.md").read_text()
     # the file of record keeps the cells' own times
     assert all("cell_wall_s" not in r for r in read_results(out / "results.jsonl"))
+
+
+def test_records_from_before_an_option_existed_get_its_default(tmp_path, puzzle_file, tiny_sudoku_model):
+    out = tmp_path / "run"
+    recs = run_sudoku_bench(puzzle_file, ["boe"], [10], out, model=tiny_sudoku_model, progress=False)
+    old = []
+    for r in recs:  # as written before BoE had a "point" option
+        opts = dict(r["options"])
+        del opts["point"]
+        old.append(json.dumps({**r, "options": opts, "wall_s": 12345.0}))  # a marker: a recomputed cell would not keep it
+    (out / "results.jsonl").write_text("\n".join(old) + "\n")
+    again = run_sudoku_bench(puzzle_file, ["boe"], [10], out, model=tiny_sudoku_model, progress=False)
+    assert len(again) == len(recs) and all(r["wall_s"] == 12345.0 and r["options"]["point"] == "soft" for r in again)

@@ -55,7 +55,7 @@ def _cell_key(sampler: str, options: dict, steps: int, source: str) -> str:
 
 
 def read_results(path: Path) -> list[dict]:
-    """Records of ``results.jsonl``; a partial last line (a killed run) is cut off the file."""
+    """Records of ``results.jsonl``, one per cell; a partial last line (a killed run) is cut off the file."""
     if not path.is_file():
         return []
     raw = path.read_bytes()
@@ -63,11 +63,24 @@ def read_results(path: Path) -> list[dict]:
     if good_end < len(raw):  # partial line after the last newline
         with path.open("r+b") as fh:
             fh.truncate(good_end)
-    records = []
+    cells: dict[str, dict] = {}
     for line in raw[:good_end].decode().splitlines():
         if line.strip():
-            records.append(json.loads(line))
-    return records
+            rec = _with_defaults(json.loads(line))
+            key = _cell_key(rec["sampler"], rec["options"], rec["steps"], rec["source"])
+            cells.pop(key, None)  # a cell recorded twice counts once: the later record
+            cells[key] = rec
+    return list(cells.values())
+
+
+def _with_defaults(rec: dict) -> dict:
+    """A record written before a sampler option existed ran with that option's default: fill it
+    in, so the cell keeps matching (no recompute) and keeps its label."""
+    try:
+        defaults = config_fields(get_sampler(rec["sampler"]).config)
+    except ValueError:  # a sampler this version does not have
+        return rec
+    return {**rec, "options": {**defaults, **rec["options"]}}
 
 
 def run_sudoku_bench(
