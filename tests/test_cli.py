@@ -118,3 +118,10 @@ def test_solve_trace_png(model_dir, tmp_path):
     png = tmp_path / "trace.png"
     main(["solve", PUZZLES[0], "--model", model_dir, "--trace-png", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_sampler_lists_split_into_specs():
+    from tabes.cli import _split_specs
+
+    assert _split_specs("boe:rho=0.25,r=4,margin,lookahead:k=4") == ["boe:rho=0.25,r=4", "margin", "lookahead:k=4"]
+    assert _split_specs("bon:n=4,base=boe:point=mask,confidence") == ["bon:n=4,base=boe:point=mask", "confidence"]

@@ -266,11 +266,13 @@ def _csv_list(kind):
 
 
 def _split_specs(text: str) -> list[str]:
-    """Split "boe:rho=0.25,r=4,margin,lookahead:k=4" into specs: an item with '=' and no ':'
-    continues the previous spec's options."""
+    """Split "boe:rho=0.25,r=4,margin,lookahead:k=4" into specs: an item that starts with
+    ``name=`` continues the previous spec's options (so "bon:n=4,base=boe:point=mask" is one spec)."""
+    import re
+
     specs: list[str] = []
     for item in filter(None, (t.strip() for t in text.split(","))):
-        if "=" in item and ":" not in item and specs:
+        if re.match(r"[A-Za-z_]\w*=", item) and specs:
             specs[-1] += "," + item
         else:
             specs.append(item)
