@@ -246,7 +246,9 @@ def apply_timing(records: list[dict], path: Path) -> list[dict]:
     ``n``) when ``path`` (a ``timing.json``) has it; the cell's own time stays in ``cell_wall_s``."""
     if not path.exists():
         return records
-    times = {_cell_key(t["sampler"], t["options"], t["steps"], ""): t["s_per_puzzle"] for t in json.loads(path.read_text())}
+    times = {}
+    for t in map(_with_defaults, json.loads(path.read_text())):
+        times[_cell_key(t["sampler"], t["options"], t["steps"], "")] = t["s_per_puzzle"]
     out = []
     for r in records:
         t = times.get(_cell_key(r["sampler"], r["options"], r["steps"], ""))
