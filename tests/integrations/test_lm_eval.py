@@ -128,3 +128,16 @@ def test_two_process_run_equals_single_process(setup, tmp_path):
     one, two = read("one"), read("two")
     assert two == one
     assert [r[0][0] for _, r in one[1]] == own and len(one[1]) == len(PROMPTS)
+
+
+def test_device_argument(caplog):
+    import torch
+
+    from tabes.integrations.lm_eval import _device
+
+    assert _device("cpu") == "cpu"
+    assert _device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with caplog.at_level("WARNING"):
+            assert _device("cuda") == "cpu"  # the harness's CLI default in some 0.4.x versions
+        assert "CUDA is not available" in caplog.text

@@ -23,7 +23,9 @@ Model arguments (``model_args``, comma-separated ``key=value``):
   ``min(max_gen_toks, gen_length)`` tokens with proportionally fewer steps;
 - ``temperature`` (0 = greedy), ``seed``, ``batch_size``, ``eos_stop`` (``false`` lets rows
   run past an EOS token: EOS "flooding" is then decoded like any other token);
-- ``kind``, ``mask_id``, ``trust_remote_code``, ``device``: passed to :func:`tabes.load`.
+- ``kind``, ``mask_id``, ``trust_remote_code``, ``device``: passed to :func:`tabes.load`
+  (``device`` defaults to CUDA when available; a CUDA device on a machine without one falls
+  back to the CPU with a warning).
 
 ``generate_until`` cuts each completion at the first of the request's stop strings.
 ``loglikelihood`` and ``loglikelihood_rolling`` raise ``NotImplementedError``: a masked
@@ -42,6 +44,7 @@ harness then gives each rank its share of requests and gathers the metrics on ra
 
 from __future__ import annotations
 
+import logging
 import sys
 import zlib
 from typing import Any
@@ -55,9 +58,11 @@ from tabes.loading import load
 from tabes.samplers import get_sampler
 from tabes.tasks.text import generate_text
 
+log = logging.getLogger(__name__)
+
 
 class _Collectives:
-    """The collectives the harness asks of ``lm.accelerator`` when world_size > 1."""
+    """The collectives lm-eval 0.4.0-0.4.9 asks of ``lm.accelerator`` when world_size > 1."""
 
     def wait_for_everyone(self) -> None:
         import torch.distributed as tdist
@@ -75,6 +80,18 @@ class _Collectives:
         parts = [torch.zeros_like(t) for _ in range(tdist.get_world_size())]
         tdist.all_gather(parts, t.contiguous())
         return torch.cat(parts)
+
+
+def _device(device: str | None) -> str:
+    """The harness's device argument: None picks CUDA when there is one; a CUDA device asked for
+    on a machine without one falls back to the CPU with a warning (the harness's command line
+    defaults to "cuda" in some 0.4.x versions)."""
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        log.warning("tabes: device %r requested but CUDA is not available; running on the CPU", device)
+        return "cpu"
+    return str(device)
 
 
 def _to_bool(name: str, value: Any) -> bool:
@@ -116,7 +133,7 @@ class TabesLM(LM):
         kind: str | None = None,
         mask_id: int | None = None,
         trust_remote_code: bool | str = False,
-        device: str = "cpu",
+        device: str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -129,6 +146,7 @@ class TabesLM(LM):
             opts["kind"] = kind
         if mask_id is not None:
             opts["mask_id"] = int(mask_id)
+        device = _device(device)
         if device != "cpu":
             opts["device"] = device
         self.model = load(pretrained, **opts)
@@ -145,13 +163,29 @@ class TabesLM(LM):
         # "auto" (the harness's batch-size search) is not supported: it falls back to 1
         self.batch_size_per_gpu = 1 if str(batch_size).startswith("auto") else _to_int("batch_size", batch_size)
         self.eos_stop = _to_bool("eos_stop", eos_stop)
-        self._device = torch.device(device)
+        self._device = torch.device(device)  # where the harness puts its small tensors
         self._rank, self._world_size = dist.world()
         self.accelerator = _Collectives()
 
     @property
     def device(self) -> torch.device:
         return self._device
+
+    # collectives: lm-eval >= 0.4.10 calls these methods, earlier 0.4.x calls ``self.accelerator``
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            return [obj]
+        out = [None] * tdist.get_world_size() if self.rank == dst else None
+        tdist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
 
     @property
     def tokenizer_name(self) -> str:
