@@ -7,6 +7,7 @@ CPU or ``nccl`` on CUDA. With one process everything is a no-op.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -21,7 +22,15 @@ def world() -> tuple[int, int]:
         return 0, 1
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # tear the group down before the interpreter exits: gloo's threads left running at exit
+        # can abort the process ("terminate called without an active exception")
+        atexit.register(_shutdown)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(items: list[Any]) -> list[Any]:
