@@ -7,16 +7,30 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def _pyplot():
+    """matplotlib.pyplot with the file-only Agg backend (the plot extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: str | Path, tight: bool = True) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+    return path
+
+
 def pareto_plot(records: list[dict], path: str | Path) -> Path:
     """Accuracy vs wall-clock per puzzle (top row) and vs forward-equivalents per puzzle (bottom
     row), one panel per source band, one curve per sampler configuration across its steps.
 
     ``records`` are rows of ``results.jsonl`` from :func:`tabes.bench.sudoku.run_sudoku_bench`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.ticker import NullFormatter
 
     from tabes.bench.sudoku import spec_label
@@ -53,10 +67,7 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, tight=False)
 
 
 def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], wrong: set[int], path: str | Path, title: str = "") -> Path:
@@ -68,10 +79,7 @@ def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], 
         steps: per cell, the 0-based step that committed it (None for givens).
         wrong: cells to mark as wrong (clashes, or differences from a known solution).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.colors import Normalize
 
     decoded = [s for s in steps if s is not None]
@@ -108,10 +116,7 @@ def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], 
     fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="step committed")
     if title:
         ax.set_title(title, fontsize=9)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def entropy_curves(model, puzzles: list[list[int]], samplers: list[str], *, steps: int = 81, seed: int = 0) -> dict[str, list[float]]:
@@ -133,10 +138,7 @@ def entropy_curves(model, puzzles: list[list[int]], samplers: list[str], *, step
 
 def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """Line plot of :func:`entropy_curves`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for spec, ys in curves.items():
@@ -148,7 +150,4 @@ def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = 
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
