@@ -277,39 +277,41 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def pooled_table(records: list[dict]) -> str:
-    """Markdown: one row per (sampler, steps), all source bands pooled (weighted by puzzles)."""
+def _pool(records: list[dict]) -> dict[tuple[str, int], tuple[float, float, float, int, int, int]]:
+    """(label, steps) -> (wall s/puzzle, fwd-equiv/puzzle, accuracy, solved, n, bands), the
+    given records' source bands pooled (weighted by puzzles)."""
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in records:
         groups[spec_label(r), r["steps"]].append(r)
+    out = {}
+    for key, rows in groups.items():
+        n = sum(r["n"] for r in rows)
+        solved = sum(r["solved"] for r in rows)
+        wall = sum(r["wall_s"] for r in rows) / n
+        fe = sum(r["fwd_equiv"] * r["n"] for r in rows) / n
+        out[key] = (wall, fe, solved / n, solved, n, len(rows))
+    return out
+
+
+def pooled_table(records: list[dict]) -> str:
+    """Markdown: one row per (sampler, steps), all source bands pooled (weighted by puzzles)."""
+    n_bands = len({r["source"] for r in records})
     lines = [
         "| sampler | steps | solved | accuracy | 95% CI | fwd-equiv/puzzle | wall s/puzzle |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (label, steps), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        n = sum(r["n"] for r in rows)
-        solved = sum(r["solved"] for r in rows)
+    for (label, steps), (wall, fe, acc, solved, n, bands) in sorted(_pool(records).items()):
         lo, hi = wilson(solved, n)
-        fe = sum(r["fwd_equiv"] * r["n"] for r in rows) / n
-        wall = sum(r["wall_s"] for r in rows) / n
-        bands = f" ({len(rows)} bands)" if len(rows) != len({x["source"] for x in records}) else ""
+        note = f" ({bands} bands)" if bands != n_bands else ""
         lines.append(
-            f"| {label}{bands} | {steps} | {solved}/{n} | {100 * solved / n:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fe:.1f} | {wall:.3f} |"
+            f"| {label}{note} | {steps} | {solved}/{n} | {100 * acc:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fe:.1f} | {wall:.3f} |"
         )
     return "\n".join(lines)
 
 
 def _points(records: list[dict]) -> dict[str, tuple[float, float, float, int, int]]:
     """label@steps -> (wall s/puzzle, fwd-equiv/puzzle, accuracy, solved, n) over the given records."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        groups[f"{spec_label(r)}@{r['steps']}"].append(r)
-    out = {}
-    for key, rows in groups.items():
-        n = sum(r["n"] for r in rows)
-        solved = sum(r["solved"] for r in rows)
-        out[key] = (sum(r["wall_s"] for r in rows) / n, sum(r["fwd_equiv"] * r["n"] for r in rows) / n, solved / n, solved, n)
-    return out
+    return {f"{label}@{steps}": v[:5] for (label, steps), v in _pool(records).items()}
 
 
 def frontier_table(records: list[dict], family: str = "boe") -> str:
