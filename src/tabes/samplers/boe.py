@@ -152,6 +152,12 @@ def soft_embeddings(model: Denoiser, probs: Tensor, tau: float) -> Tensor:
         return (pihat.to(E.dtype) @ E).detach()
 
 
+def _tis(grad: Tensor, soft: Tensor, model: Denoiser, candidates: Tensor) -> Tensor:
+    """TIS_i = -<g_i, e~_i - e_mask>: (B, L, D) gradient and soft embeddings -> (B, L) float32, 0 off candidates."""
+    e_mask = model.token_embeddings()[model.mask_id].detach()  # (D,)
+    return (-((grad * (soft - e_mask)).sum(-1)).float()).where(candidates, 0.0)
+
+
 def token_influence(
     model: Denoiser,
     x: Tensor,
@@ -181,7 +187,6 @@ def token_influence(
     soft = soft_embeddings(model, probs, tau)  # (B, L, D) e~ at every position; used at candidates
     with torch.no_grad():
         base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask
-        e_mask = model.token_embeddings()[model.mask_id].detach()  # (D,)
     act = None
     if active == "candidates":
         act = candidates
@@ -195,8 +200,7 @@ def token_influence(
             (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
         else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
             grad = torch.zeros_like(inj)
-    tis = -((grad * (soft - e_mask)).sum(-1)).float()  # (B, L)
-    return tis.where(candidates, 0.0), future.detach()
+    return _tis(grad, soft, model, candidates), future.detach()
 
 
 @register
@@ -250,9 +254,7 @@ class BoESampler:
             with torch.enable_grad():
                 h = _probe_entropy(logits, probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
                 (grad,) = torch.autograd.grad(h.sum(), emb)  # rows are independent
-            soft = soft_embeddings(model, pred.probs[rows], cfg.tau)
-            e_mask = model.token_embeddings()[model.mask_id].detach()
-            tis[rows] = (-((grad * (soft - e_mask)).sum(-1)).float()).where(cand[rows], 0.0)
+            tis[rows] = _tis(grad, soft_embeddings(model, pred.probs[rows], cfg.tau), model, cand[rows])
             future[rows] = h.detach().float()
         elif rows.numel():
             sub = select_rows(model, rows)
