@@ -38,3 +38,25 @@ def sudoku_ids() -> torch.Tensor:
     """(3, 81) ids: two puzzles and a fully masked grid."""
     rows = [sudoku.to_ids(sudoku.parse_puzzle(p)) for p in PUZZLES] + [[sudoku.MASK_ID] * 81]
     return torch.tensor(rows, dtype=torch.long)
+
+
+class StubDenoiser:
+    """A denoiser whose logits ignore the input: one-hot embeddings, ``fill(logits)`` writes the
+    (B, L, V) logits in place (they start at zero). The mask id is the last token."""
+
+    def __init__(self, vocab_size: int, fill) -> None:
+        self.vocab_size, self.mask_id, self.fill = vocab_size, vocab_size - 1, fill
+
+    def embed(self, ids):
+        return torch.nn.functional.one_hot(ids, self.vocab_size).float()
+
+    def token_embeddings(self):
+        return torch.eye(self.vocab_size)
+
+    def logits_from_embeds(self, embeds, *, attention_mask=None, active=None):
+        logits = torch.zeros(embeds.shape[0], embeds.shape[1], self.vocab_size)
+        self.fill(logits)
+        return logits
+
+    def logits(self, ids, *, attention_mask=None):
+        return self.logits_from_embeds(self.embed(ids))

@@ -15,6 +15,7 @@ from tabes.models.hf import HFDenoiser
 from tabes.protocol import predict
 from tabes.samplers.base import top_k_mask
 from tabes.samplers.boe import token_influence
+from tests.conftest import StubDenoiser
 
 V, MASK = 50, 49
 
@@ -187,27 +188,14 @@ def test_generate_cli_on_a_local_checkpoint(tmp_path, capsys):
 
 
 def test_row_stops_growing_after_eos():
-    class Stub:  # confident EOS at position 5, flat elsewhere
-        vocab_size, mask_id = 14, 13
+    def fill(logits):  # confident EOS at position 5, flat elsewhere
+        logits[:, :, 3] = 1.0
+        logits[:, 5, 12] = 10.0
 
-        def embed(self, ids):
-            return torch.nn.functional.one_hot(ids, 14).float()
-
-        def token_embeddings(self):
-            return torch.eye(14)
-
-        def logits_from_embeds(self, embeds, *, attention_mask=None, active=None):
-            logits = torch.zeros(embeds.shape[0], embeds.shape[1], 14)
-            logits[:, :, 3] = 1.0
-            logits[:, 5, 12] = 10.0
-            return logits
-
-        def logits(self, ids, *, attention_mask=None):
-            return self.logits_from_embeds(self.embed(ids))
-
+    stub = StubDenoiser(14, fill)
     ids = torch.tensor([[1, 2, 3, 4] + [13] * 6])
-    out = generate(Stub(), ids, sampler="confidence", steps=6, eos_id=12)
+    out = generate(stub, ids, sampler="confidence", steps=6, eos_id=12)
     assert out.sequences[0].tolist() == [1, 2, 3, 4, 3, 12, 12, 12, 12, 12]
     assert out.steps[0] == 2  # EOS at step 1 fills 6..9; step 2 decodes position 4
-    given_eos = generate(Stub(), torch.tensor([[12, 2, 3, 4] + [13] * 6]), sampler="confidence", steps=6, eos_id=12)
+    given_eos = generate(stub, torch.tensor([[12, 2, 3, 4] + [13] * 6]), sampler="confidence", steps=6, eos_id=12)
     assert given_eos.sequences[0, 0] == 12 and given_eos.steps[0] == 2  # a given EOS does not end the row

@@ -7,6 +7,7 @@ import torch
 
 from tabes import generate
 from tabes.samplers import available, get_sampler
+from tests.conftest import StubDenoiser
 
 SAMPLERS = [*sorted(available()), "boe:point=mask"]  # and BoE's one-pass variant
 
@@ -71,34 +72,19 @@ def test_block_decoding_on_sequences(name, tiny_seq_model):
     assert blocks == sorted(blocks) and set(blocks) == {1, 2, 3}
 
 
-class _ContextFree:
+def _sharper_to_the_right(logits):
     """Each position's distribution is fixed (it ignores the other tokens), sharper to the right."""
-
-    vocab_size, mask_id = 6, 5
-
-    def embed(self, ids):
-        return torch.nn.functional.one_hot(ids, 6).float()
-
-    def token_embeddings(self):
-        return torch.eye(6)
-
-    def logits_from_embeds(self, embeds, *, attention_mask=None, active=None):
-        B, L, _ = embeds.shape
-        logits = torch.zeros(B, L, 6)
-        logits[:, :, 0] = torch.linspace(0.0, 4.0, L)
-        return logits
-
-    def logits(self, ids, *, attention_mask=None):
-        return self.logits_from_embeds(self.embed(ids))
+    logits[:, :, 0] = torch.linspace(0.0, 4.0, logits.shape[1])
 
 
 def test_lookahead_charges_the_committed_positions_entropy():
     """When no commit changes any other position's entropy, every set has the same total
     (remaining + committed entropy), so lookahead keeps the greedy set: it must not prefer
     committing uncertain positions just because their entropy leaves the remaining sum."""
-    ids = torch.full((1, 12), 5)
-    look = generate(_ContextFree(), ids, sampler="lookahead:k=4", steps=4, trace=True, generator=torch.Generator().manual_seed(0))
-    conf = generate(_ContextFree(), ids, sampler="confidence", steps=4, trace=True)
+    model = StubDenoiser(6, _sharper_to_the_right)
+    ids = torch.full((1, 12), model.mask_id)
+    look = generate(model, ids, sampler="lookahead:k=4", steps=4, trace=True, generator=torch.Generator().manual_seed(0))
+    conf = generate(model, ids, sampler="confidence", steps=4, trace=True)
     assert [r["positions"] for r in look.trace] == [r["positions"] for r in conf.trace] == [[9, 10, 11], [6, 7, 8], [3, 4, 5], [0, 1, 2]]
 
 
