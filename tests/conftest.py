@@ -53,10 +53,20 @@ class StubDenoiser:
     def token_embeddings(self):
         return torch.eye(self.vocab_size)
 
-    def logits_from_embeds(self, embeds, *, attention_mask=None, active=None):
+    def logits_from_embeds(self, embeds, *, attention_mask=None, active=None, grad_rows=None):
         logits = torch.zeros(embeds.shape[0], embeds.shape[1], self.vocab_size)
         self.fill(logits)
         return logits
 
     def logits(self, ids, *, attention_mask=None):
         return self.logits_from_embeds(self.embed(ids))
+
+
+@pytest.fixture(params=["kept", "recomputed"])
+def probs_path(request, monkeypatch):
+    """Run a test through both ActiveQueryAttention backward sources of P: kept from the
+    forward (small problems) and recomputed from the log-sum-exp (large ones)."""
+    import tabes.ops.aqa
+
+    monkeypatch.setattr(tabes.ops.aqa, "KEEP_PROBS_MAX", 1 << 40 if request.param == "kept" else 0)
+    return request.param

@@ -291,11 +291,14 @@ def cmd_bench_aqa(args: argparse.Namespace) -> int:
         f"ActiveQueryAttention backward vs dense (d_model={cfg.d_model}, heads={cfg.n_heads}, layers={cfg.n_layers}, "
         f"batch={cfg.batch}, {cfg.candidates} candidates, median of {cfg.repeats})"
     )
-    print(f"{'L':>6} {'rho':>5} {'dense ms':>9} {'aqa ms':>9} {'ratio':>6} {'kv ms':>9} {'kv ratio':>8} {'attn share':>10} {'bound':>6}")
+    print(
+        f"{'L':>6} {'rho':>5} {'dense ms':>9} {'aqa ms':>9} {'ratio':>6} {'attn-only ms':>12} {'ratio':>6} {'kv ms':>9} {'kv ratio':>8} "
+        f"{'attn share':>10} {'bound':>6}"
+    )
     for r in rows:
         print(
-            f"{r['L']:>6} {r['rho']:>5} {r['dense_ms']:>9.1f} {r['aqa_ms']:>9.1f} {r['ratio']:>6.3f} {r['kv_ms']:>9.1f} "
-            f"{r['kv_ratio']:>8.3f} {r['attn_share']:>10.3f} {r['bound']:>6.3f}"
+            f"{r['L']:>6} {r['rho']:>5} {r['dense_ms']:>9.1f} {r['aqa_ms']:>9.1f} {r['ratio']:>6.3f} {r['attn_only_ms']:>12.1f} "
+            f"{r['attn_only_ratio']:>6.3f} {r['kv_ms']:>9.1f} {r['kv_ratio']:>8.3f} {r['attn_share']:>10.3f} {r['bound']:>6.3f}"
         )
     return 0
 

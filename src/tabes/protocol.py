@@ -36,7 +36,9 @@ class Denoiser(Protocol):
         """The input-embedding matrix E, (V_in, D), with ``embed(ids) == E[ids]``."""
         ...
 
-    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+    def logits_from_embeds(
+        self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
+    ) -> Tensor:
         """Logits from input embeddings.
 
         Args:
@@ -45,6 +47,10 @@ class Denoiser(Protocol):
             active: optional (B, L) bool. When given, the backward pass sends gradient only
                 through the attention query rows where ``active`` is True
                 (ActiveQueryAttention); the forward values are unchanged.
+            grad_rows: optional (B, L) bool, a hint: the rows of ``embeds`` whose gradient the
+                caller reads. A model may treat the other rows as constants and skip their
+                backward; it may also ignore the hint. Values and the gradient at these
+                rows are the same either way.
 
         Returns:
             (B, L, V) logits.
@@ -176,9 +182,11 @@ class CountingDenoiser:
     def token_embeddings(self) -> Tensor:
         return self.model.token_embeddings()
 
-    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+    def logits_from_embeds(
+        self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
+    ) -> Tensor:
         m = self._multiplicity(embeds.shape[0])
-        out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)
+        out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)
         self.forwards[self.rows] += m
         if out.requires_grad:
 

@@ -15,7 +15,7 @@ def test_bench_aqa_json_rows(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(r["L"], r["rho"]) for r in rows] == [(24, 0.5), (24, 1.0), (40, 0.5), (40, 1.0)]
     for r in rows:
-        assert {"L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_share", "bound"} <= set(r)
+        assert {"L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_share", "bound", "attn_only_ms", "kv_ms"} <= set(r)
         assert r["dense_ms"] > 0 and r["aqa_ms"] > 0 and 0 <= r["attn_share"] <= 1
         assert abs(r["bound"] - (1 - r["attn_share"])) < 1e-3
         assert abs(r["ratio"] - r["aqa_ms"] / r["dense_ms"]) <= 0.02 * r["ratio"] + 0.002

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from tabes.ops.aqa import attention, attention_kv_reference, attention_reference
 
+pytestmark = pytest.mark.usefixtures("probs_path")  # every test through both sources of P
+
 
 def _inputs(dtype=torch.float32, B=2, H=3, L=17, Dh=8, seed=0, bias=True):
     g = torch.Generator().manual_seed(seed)
@@ -99,3 +101,56 @@ def test_value_gradient_from_active_rows_only_when_upstream_is_zero_elsewhere(up
     for name, f, s in zip("qkvb", fast, slow):
         assert (f - s).abs().max().item() <= 1e-5, name
     assert fast[2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("n_grad", [2, 15])  # few rows (the column path) and many (the general path, masked)
+@pytest.mark.parametrize("upstream", ["dense", "active rows"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_grad_rows_equal_reference(n_grad, upstream, with_bias):
+    """Rows outside grad_rows are constants: their q/k/v gradient is zero and every other
+    gradient equals the reference with those rows detached."""
+    q, k, v, b, _ = _inputs(L=20, bias=with_bias)
+    g = torch.Generator().manual_seed(5)
+    active = torch.rand(2, 20, generator=g) < 0.4
+    grad_rows = torch.zeros(2, 20, dtype=torch.bool)
+    grad_rows[0, torch.randperm(20, generator=g)[:n_grad]] = True
+    grad_rows[1, torch.randperm(20, generator=g)[: max(1, n_grad - 1)]] = True
+    grad_rows[:, 0] |= active[:, 0]  # some grad rows active, some not
+    w = torch.randn(2, 3, 20, 8, generator=g)
+    if upstream == "active rows":
+        w = w * active[:, None, :, None]
+    inputs = [q, k, v]  # the bias is a constant here (the few-rows path does not give its gradient)
+    b = None if b is None else b.detach()
+    fast = torch.autograd.grad((attention(q, k, v, bias=b, active=active, grad_rows=grad_rows) * w).sum(), inputs)
+    slow = torch.autograd.grad((attention_reference(q, k, v, bias=b, active=active, grad_rows=grad_rows) * w).sum(), inputs)
+    for name, f, s in zip("qkv", fast, slow):
+        assert (f - s).abs().max().item() <= 1e-5, name
+        assert torch.all(f.transpose(1, 2)[~grad_rows] == 0), name
+        assert f.abs().sum() > 0, name
+
+
+def test_grad_rows_with_bias_gradient_takes_the_general_path():
+    q, k, v, b, active = _inputs(L=20)
+    grad_rows = torch.zeros(2, 20, dtype=torch.bool)
+    grad_rows[:, :2] = True
+    w = torch.randn(2, 3, 20, 8, generator=torch.Generator().manual_seed(6))
+    fast = torch.autograd.grad((attention(q, k, v, bias=b, active=active[:, :20], grad_rows=grad_rows) * w).sum(), (q, k, v, b))
+    slow = torch.autograd.grad((attention_reference(q, k, v, bias=b, active=active[:, :20], grad_rows=grad_rows) * w).sum(), (q, k, v, b))
+    for f, s in zip(fast, slow):
+        assert (f - s).abs().max().item() <= 1e-5
+
+
+def test_key_padding_bias_and_dense_path_with_grad_rows():
+    """A (B, 1, 1, L) key-padding bias broadcasts through every backward path; without an active
+    set, grad_rows still makes the other rows constants."""
+    q, k, v, _, active = _inputs(L=17, bias=False)
+    pad = torch.zeros(2, 1, 1, 17)
+    pad[1, ..., 12:] = float("-inf")
+    grad_rows = torch.zeros(2, 17, dtype=torch.bool)
+    grad_rows[:, 3] = True
+    for act, gr in ((active, None), (active, grad_rows), (None, grad_rows)):
+        ref_act = torch.ones(2, 17, dtype=torch.bool) if act is None else act
+        fast = torch.autograd.grad((attention(q, k, v, bias=pad, active=act, grad_rows=gr) ** 2).sum(), (q, k, v))
+        slow = torch.autograd.grad((attention_reference(q, k, v, bias=pad, active=ref_act, grad_rows=gr) ** 2).sum(), (q, k, v))
+        for f, s in zip(fast, slow):
+            assert (f - s).abs().max().item() <= 1e-5

@@ -5,10 +5,14 @@ width (``layout="sequence"``, random weights), it times the backward pass of BoE
 (future entropy at the probes w.r.t. the injected candidate embeddings):
 
 - ``dense_ms``: full backward (no active mask);
-- ``aqa_ms``: ActiveQueryAttention backward with |A| = ceil(rho * L) active rows
-  (``kv_ms``: the approximate ``kv`` mode, for comparison);
-- ``attn_share``: the attention op's share of the dense backward time (the attention
-  backward timed alone, times the number of layers, over ``dense_ms``);
+- ``aqa_ms``: the backward as BoE runs it, |A| = ceil(rho * L) active rows: exact
+  ActiveQueryAttention, the candidates as the only rows whose input gradient is read
+  (``grad_rows``) and row-skipping linear layers (``MDMConfig.skip_rows``);
+- ``attn_only_ms``: the same with plain autograd around the attention (``skip_rows=False``),
+  i.e. what the attention kernel alone gives;
+- ``kv_ms``: the approximate ``kv`` mode, for comparison;
+- ``attn_share``: the attention backward's share of the dense backward time: 1 - (the dense
+  backward with an attention whose backward is free) / ``dense_ms``, timed in the same loop;
 - ``bound``: the Amdahl bound 1 - attn_share, the AQA/dense ratio reached if attention's
   backward cost fell to zero.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -83,11 +88,11 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
     base = model.embed(ids).detach()
     soft = torch.randn(B, L, model.config.d_model, generator=g) * 0.02
 
-    def run(active, mode="exact"):
-        model.config.aqa_mode = mode
+    def run(active, mode="exact", skip_rows=True):
+        model.config.aqa_mode, model.config.skip_rows = mode, skip_rows
         inj = soft.clone().requires_grad_(True)
         emb = torch.where(cand[..., None], inj, base)
-        logits = model.logits_from_embeds(emb, active=active)
+        logits = model.logits_from_embeds(emb, active=active, grad_rows=None if active is None else cand)  # as BoE calls it
         logp = torch.log_softmax(logits.float(), -1)
         h = -((logp.exp() * logp).sum(-1) * probes).sum()
         t = time.perf_counter()
@@ -97,20 +102,31 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
     return run, cand | probes
 
 
-def _attention_backward_ms(L: int, cfg: AQABenchConfig, repeats: int, g: torch.Generator) -> float:
-    """Median ms of one dense attention op's backward (SDPA, as the model runs it)."""
-    dh = cfg.d_model // cfg.n_heads
-    q, k, v = (torch.randn(cfg.batch, cfg.n_heads, L, dh, generator=g, requires_grad=True) for _ in range(3))
-    w = torch.randn(cfg.batch, cfg.n_heads, L, dh, generator=g)
+class _AttentionWithFreeBackward(torch.autograd.Function):
+    """Dense attention whose backward costs nothing (it returns zeros): with it in place, the
+    model's backward time is the time of everything but attention."""
 
-    def once():
-        out = F.scaled_dot_product_attention(q, k, v)
-        t = time.perf_counter()
-        torch.autograd.grad((out * w).sum(), (q, k, v))
-        return (time.perf_counter() - t) * 1e3
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.shape = q.shape
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
-    once()
-    return statistics.median(once() for _ in range(repeats))
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (grad.new_zeros(ctx.shape),) * 3 + (None,)
+
+
+@contextmanager
+def _attention_backward_free():
+    """Swap the model's attention for one whose backward is free, for timing the rest."""
+    import tabes.models.mdm as mdm
+
+    original = mdm.attention
+    mdm.attention = lambda q, k, v, *, bias=None, **_: _AttentionWithFreeBackward.apply(q, k, v, bias)
+    try:
+        yield
+    finally:
+        mdm.attention = original
 
 
 def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | None = None, progress: bool = True) -> list[dict]:
@@ -135,27 +151,32 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
         model = bench_model(L, cfg)
         for p in model.parameters():
             p.requires_grad_(False)  # input gradients only, as in BoE
-        attn_ms = _attention_backward_ms(L, cfg, cfg.repeats, g)
         for rho in rhos:
             run, active = _surrogate(model, L, cfg, rho, g)
             run(None)  # warm-up
             run(active)
-            dense, aqa, kv = [], [], []
-            for _ in range(cfg.repeats):  # interleaved, so drift in machine load hits all modes alike
-                dense.append(run(None))
-                aqa.append(run(active, "exact"))
-                kv.append(run(active, "kv"))
-            d, a, k = statistics.median(dense), statistics.median(aqa), statistics.median(kv)
-            share = min(1.0, cfg.n_layers * attn_ms / d)
+            times: dict[str, list[float]] = {"dense": [], "aqa": [], "attn_only": [], "kv": [], "rest": []}
+            for _ in range(cfg.repeats):  # interleaved, so drift in machine load hits all of them alike
+                times["dense"].append(run(None))
+                times["aqa"].append(run(active, "exact"))
+                times["attn_only"].append(run(active, "exact", skip_rows=False))
+                times["kv"].append(run(active, "kv"))
+                with _attention_backward_free():
+                    times["rest"].append(run(None))  # the dense backward without attention's
+            med = {key: statistics.median(v) for key, v in times.items()}
+            d = med["dense"]
+            share = min(1.0, max(0.0, 1 - med["rest"] / d))
             rows.append(
                 {
                     "L": L,
                     "rho": rho,
                     "dense_ms": round(d, 3),
-                    "aqa_ms": round(a, 3),
-                    "kv_ms": round(k, 3),
-                    "ratio": round(a / d, 3),
-                    "kv_ratio": round(k / d, 3),
+                    "aqa_ms": round(med["aqa"], 3),
+                    "attn_only_ms": round(med["attn_only"], 3),
+                    "kv_ms": round(med["kv"], 3),
+                    "ratio": round(med["aqa"] / d, 3),
+                    "attn_only_ratio": round(med["attn_only"] / d, 3),
+                    "kv_ratio": round(med["kv"] / d, 3),
                     "attn_share": round(share, 3),
                     "bound": round(1 - share, 3),
                 }

@@ -169,8 +169,13 @@ class HFDenoiser:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return logits
 
-    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
-        """(B, L, D) -> (B, L, V); with ``active``, the backward runs through ActiveQueryAttention."""
+    def logits_from_embeds(
+        self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
+    ) -> Tensor:
+        """(B, L, D) -> (B, L, V); with ``active``, the backward runs through ActiveQueryAttention.
+
+        ``grad_rows`` (the protocol's hint) is ignored: the backward covers every row.
+        """
         if active is None:
             return self._forward(embeds, attention_mask)
         if not self.routes_attention:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tabes.ops.aqa import AQA_MODES, active_index, attention
+from tabes.ops.rows import linear_rows, mlp_rows
 
 MODEL_TYPE = "tabes-mdm"
 
@@ -48,6 +49,7 @@ class MDMConfig:
     layout: str = "sudoku"  # "sudoku" (row/col/box + relation bias) or "sequence" (learned positions)
     grid: int = 9  # side of the grid for layout="sudoku"; boxes are sqrt(grid) wide
     aqa_mode: str = "exact"  # ActiveQueryAttention backward when an active mask is given
+    skip_rows: bool = True  # exact mode: also skip the backward of rows whose gradient is zero or unread
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "mlp_ratio"):
@@ -91,13 +93,35 @@ class Block(nn.Module):
         self.fc = nn.Linear(d, cfg.mlp_ratio * d)
         self.out = nn.Linear(cfg.mlp_ratio * d, d)
 
-    def forward(self, x: Tensor, bias: Tensor | None, active: Tensor | None, aqa_mode: str) -> Tensor:
+    def forward(
+        self, x: Tensor, bias: Tensor | None, active: Tensor | None, aqa_mode: str, grad_rows: Tensor | None = None, skip_rows: bool = True
+    ) -> Tensor:
+        """(B, L, D) -> (B, L, D). ``active``/``aqa_mode``/``grad_rows``: see :func:`tabes.ops.aqa.attention`;
+        ``skip_rows``: see :class:`MDMConfig`."""
+        if active is not None and aqa_mode == "exact" and skip_rows and torch.is_grad_enabled():
+            return self._input_gradient_only(x, bias, active, grad_rows)
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x (B, L, D)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        y = attention(q, k, v, bias=bias, active=active, mode=aqa_mode)  # (B, H, L, Dh)
+        y = attention(q, k, v, bias=bias, active=active, mode=aqa_mode, grad_rows=grad_rows)  # (B, H, L, Dh)
         x = x + self.proj(y.transpose(1, 2).reshape(B, L, D))
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+    def _input_gradient_only(self, x: Tensor, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None) -> Tensor:
+        """The same values as the dense path; the backward computes input gradients only
+        (parameters are constants) and skips every row whose gradient is exactly zero or not
+        needed (:mod:`tabes.ops.rows`), with the exact ActiveQueryAttention in between."""
+        B, L, D = x.shape
+        q, k, v = linear_rows(_layer_norm(self.ln1, x), self.qkv.weight, self.qkv.bias).split(D, dim=-1)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+        y = attention(q, k, v, bias=bias, active=active, mode="exact", grad_rows=grad_rows)  # (B, H, L, Dh)
+        x = x + linear_rows(y.transpose(1, 2).reshape(B, L, D), self.proj.weight, self.proj.bias)
+        return x + mlp_rows(_layer_norm(self.ln2, x), self.fc.weight, self.fc.bias, self.out.weight, self.out.bias)
+
+
+def _layer_norm(ln: nn.LayerNorm, x: Tensor) -> Tensor:
+    """``ln(x)`` with its affine parameters as constants."""
+    return F.layer_norm(x, ln.normalized_shape, ln.weight.detach(), ln.bias.detach(), ln.eps)
 
 
 class MDM(nn.Module):
@@ -145,19 +169,33 @@ class MDM(nn.Module):
         """(V, D) input-embedding matrix."""
         return self.tok.weight
 
-    def logits_from_embeds(self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
-        """(B, L, D) embeddings -> (B, L, V) logits; see :class:`tabes.protocol.Denoiser`."""
+    def logits_from_embeds(
+        self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
+    ) -> Tensor:
+        """(B, L, D) embeddings -> (B, L, V) logits; see :class:`tabes.protocol.Denoiser`.
+
+        With ``active`` in the ``exact`` mode the backward computes gradients with respect to
+        ``embeds`` only (parameters are constants) and skips the rows whose gradient is zero.
+        ``grad_rows`` (B, L) bool: the rows of ``embeds`` whose gradient the caller reads; the
+        others are treated as constants (zero gradient), which the first block exploits.
+        """
         B, L, _ = embeds.shape
         cfg = self.config
         if cfg.seq_len < L or (cfg.layout == "sudoku" and cfg.seq_len != L):
             raise ValueError(f"sequence length {L} does not fit this model (seq_len={cfg.seq_len}, layout={cfg.layout})")
+        if grad_rows is not None and (grad_rows.shape != (B, L) or grad_rows.dtype != torch.bool):
+            raise ValueError(f"grad_rows must be a (B, L) = {(B, L)} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}")
+        const = active is not None and cfg.aqa_mode == "exact" and cfg.skip_rows and torch.is_grad_enabled()  # parameters are constants
         if cfg.layout == "sudoku":
             cell = torch.arange(L, device=embeds.device)
             r, c = cell // cfg.grid, cell % cfg.grid
             box = math.isqrt(cfg.grid)
-            x = embeds + self.row(r) + self.col(c) + self.box((r // box) * box + c // box)  # (B, L, D)
+            where = self.row(r) + self.col(c) + self.box((r // box) * box + c // box)  # (L, D)
         else:
-            x = embeds + self.pos(torch.arange(L, device=embeds.device))
+            where = self.pos(torch.arange(L, device=embeds.device))
+        if grad_rows is not None and torch.is_grad_enabled():
+            embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
+        x = embeds + (where.detach() if const else where)  # (B, L, D)
         key_bias = None
         if attention_mask is not None:
             key_bias = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device)
@@ -166,18 +204,24 @@ class MDM(nn.Module):
         for i in range(cfg.n_layers):
             bias = None
             if cfg.layout == "sudoku":
-                bias = self.rel_bias[i][:, self.relations][None].to(x.dtype)  # (1, H, L, L)
+                rel = self.rel_bias[i].detach() if const else self.rel_bias[i]
+                bias = rel[:, self.relations][None].to(x.dtype)  # (1, H, L, L)
             if key_bias is not None:
                 bias = key_bias if bias is None else bias + key_bias
             biases.append(bias)
         if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled():
             return self._active_rows_logits(x, biases, active)
-        return self._dense_logits(x, biases, active, cfg.aqa_mode)
+        return self._dense_logits(x, biases, active, cfg.aqa_mode, grad_rows)
 
-    def _dense_logits(self, x: Tensor, biases: list[Tensor | None], active: Tensor | None, mode: str) -> Tensor:
-        """All rows through every block; (B, L, D) -> (B, L, V)."""
+    def _dense_logits(
+        self, x: Tensor, biases: list[Tensor | None], active: Tensor | None, mode: str, grad_rows: Tensor | None = None
+    ) -> Tensor:
+        """All rows through every block; (B, L, D) -> (B, L, V). Only the first block sees ``grad_rows``."""
         for blk, bias in zip(self.blocks, biases):
-            x = blk(x, bias, active, mode)
+            x = blk(x, bias, active, mode, grad_rows, self.config.skip_rows)
+            grad_rows = None
+        if active is not None and mode == "exact" and self.config.skip_rows and torch.is_grad_enabled():
+            return linear_rows(_layer_norm(self.ln_f, x), self.head.weight, self.head.bias)
         return self.head(self.ln_f(x))
 
     def _active_rows_logits(self, x: Tensor, biases: list[Tensor | None], active: Tensor) -> Tensor:

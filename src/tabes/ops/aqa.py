@@ -9,9 +9,22 @@ A). Gradient still flows
 - into queries and keys through the score rows of A only.
 
 So inactive query rows get exactly zero query gradient, and the score/softmax backward costs
-O(|A| L d) instead of O(L^2 d): dP_A = dO_A V^T, dS_A = P_A * (dP_A - rowsum(P_A * dP_A)),
-dQ_A = dS_A K, dK = dS_A^T Q_A. The value backward dV = P^T dO stays dense (one L x L x d
-matmul), so the exact mode keeps the full probability matrix P for it.
+O(|A| L d) instead of O(L^2 d): P_A = exp(Q_A K^T / sqrt(d) + bias_A - lse_A) is recomputed from
+the forward's per-row log-sum-exp, dP_A = dO_A V^T, dS_A = P_A * (dP_A - rowsum(dO_A * O_A)),
+dQ_A = dS_A K, dK = dS_A^T Q_A, chunked over the active rows so that a chunk of score rows
+stays in cache. The value gradient dV = P^T dO sums over every row; it is computed from the
+rows that need it:
+
+- when the upstream gradient dO is zero outside A (the last layer of a BoE backward, whose
+  outputs matter only at the probes): dV = P_A^T dO_A, O(|A| L d);
+- when only the rows ``grad_rows`` of q, k, v need a gradient (the first layer, whose inputs
+  matter only at the candidates): dV_G = P[:, G]^T dO, O(L |G| d);
+- otherwise the full P is recomputed: one L x L x d product, the only dense one.
+
+Nothing of size L x L is kept between the forward and the backward: the forward is PyTorch's
+fused attention, which also returns the log-sum-exp on the CPU. Small problems (P with at most
+``KEEP_PROBS_MAX`` elements, e.g. the Sudoku model's L = 81) keep P from an explicit forward
+instead, where recomputing would cost more than storing; the tests run both.
 
 Modes (``mode=`` of :func:`attention`, ``aqa_mode`` of a model config):
 
@@ -38,26 +51,35 @@ AQA_MODES = ("exact", "reference", "kv")
 
 
 def _scores(q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
-    s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, H, L, L); scaling q is cheaper than scaling S
-    return s if bias is None else s + bias
+    s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, H, Lq, Lk); scaling q is cheaper than scaling S
+    return s if bias is None else s.add_(bias)  # in place: s is a fresh buffer
 
 
-def attention_reference(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, active: Tensor) -> Tensor:
+def _constant_outside(t: Tensor, rows: Tensor | None) -> Tensor:
+    """t (B, H, L, X) with the rows outside ``rows`` (B, L) bool detached."""
+    return t if rows is None else torch.where(rows[:, None, :, None], t, t.detach())
+
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None = None) -> Tensor:
     """Slow reference: softmax over scores whose inactive query rows are detached.
 
-    Shapes: q, k, v (B, H, L, Dh); bias broadcastable to (B, H, L, L); active (B, L) bool.
+    Shapes: q, k, v (B, H, L, Dh); bias broadcastable to (B, H, L, L); active and grad_rows
+    (B, L) bool (rows of q, k, v outside ``grad_rows`` are constants).
     """
+    q, k, v = (_constant_outside(t, grad_rows) for t in (q, k, v))
     s = _scores(q, k, bias)
     s = torch.where(active[:, None, :, None], s, s.detach())
     return torch.softmax(s, dim=-1) @ v
 
 
-def attention_kv_reference(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, active: Tensor) -> Tensor:
+def attention_kv_reference(
+    q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None = None
+) -> Tensor:
     """The ``kv`` approximation by detaching: inactive rows' outputs, keys and values carry no gradient."""
     a = active[:, None, :, None]
     k = torch.where(a, k, k.detach())
     v = torch.where(a, v, v.detach())
-    out = attention_reference(q, k, v, bias=bias, active=active)
+    out = attention_reference(q, k, v, bias=bias, active=active, grad_rows=grad_rows)
     return torch.where(a, out, out.detach())
 
 
@@ -71,9 +93,27 @@ def active_index(active: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _gather_rows(t: Tensor, idx: Tensor) -> Tensor:
-    """t (B, H, L, X), idx (B, A) -> (B, H, A, X)."""
-    B, H, _, X = t.shape
-    return t.gather(2, idx[:, None, :, None].expand(B, H, idx.shape[1], X))
+    """t (B', H', L, X) with B', H' possibly 1 (broadcast), idx (B, A) -> (B, H', A, X)."""
+    B, A = idx.shape
+    t = t.expand(B, *t.shape[1:])
+    if t.shape[2] == 1:  # broadcast along the rows (a key-padding bias)
+        return t.expand(B, t.shape[1], A, t.shape[-1])
+    return t.gather(2, idx[:, None, :, None].expand(B, t.shape[1], A, t.shape[-1]))
+
+
+def _gather_cols(t: Tensor, idx: Tensor) -> Tensor:
+    """t (B', H', X, L) with B', H' possibly 1, idx (B, G) -> (B, H', X, G)."""
+    B, G = idx.shape
+    t = t.expand(B, *t.shape[1:])
+    if t.shape[3] == 1:
+        return t.expand(B, t.shape[1], t.shape[2], G)
+    return t.gather(3, idx[:, None, None, :].expand(B, t.shape[1], t.shape[2], G))
+
+
+def _scatter_rows(src: Tensor, idx: Tensor, L: int) -> Tensor:
+    """src (B, H, A, X) rows written at idx (B, A) of a zero (B, H, L, X) tensor (padding rows of src must be zero)."""
+    B, H, A, X = src.shape
+    return src.new_zeros(B, H, L, X).scatter_add_(2, idx[:, None, :, None].expand(B, H, A, X), src)
 
 
 def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -82,72 +122,181 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
+def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Dense attention output (B, H, L, Dh) and per-row log-sum-exp of the scores (B, H, L).
+
+    On the CPU this is PyTorch's fused kernel (one pass, nothing L x L kept); elsewhere the
+    scores are formed explicitly.
+    """
+    fused = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if q.device.type == "cpu" and fused is not None:
+        out, lse = fused(q, k, v, 0.0, False, attn_mask=None if bias is None else bias.to(q.dtype))
+        return out, lse
+    s = _scores(q, k, bias)
+    lse = torch.logsumexp(s.float(), dim=-1)
+    return torch.softmax(s, dim=-1) @ v, lse
+
+
+# Problems whose probability matrix P has at most this many elements keep it from the forward
+# (small L, where recomputing it costs more than storing it); larger ones recompute the rows
+# they need from the per-row log-sum-exp.
+KEEP_PROBS_MAX = 1 << 22
+
+
 class _ActiveQueryAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, active: Tensor, kv_approx: bool) -> Tensor:
-        s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, H, L, L)
-        if bias is not None:
-            s += bias  # in place: s is a fresh buffer
-        p = torch.softmax(s, dim=-1)
-        del s
-        out = p @ v  # (B, H, L, Dh)
-        idx, valid = active_index(active)
-        ctx.save_for_backward(q, k, v, p, out, idx, valid, active)
+    def forward(
+        ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None, kv_approx: bool
+    ) -> Tensor:
+        B, H, L, _ = q.shape
+        if B * H * L * k.shape[2] <= KEEP_PROBS_MAX:
+            p, lse = torch.softmax(_scores(q, k, bias), dim=-1), None  # (B, H, L, L), kept
+            out = p @ v
+        else:
+            (out, lse), p = attention_with_lse(q, k, v, bias), None
+        ctx.save_for_backward(q, k, v, out, lse, p, bias, active, grad_rows)
         ctx.bias_shape = None if bias is None else bias.shape
         ctx.kv_approx = kv_approx
         return out
 
     @staticmethod
     def backward(ctx, d_out: Tensor):
-        q, k, v, p, out, idx, valid, active = ctx.saved_tensors
-        B, H, L, Dh = q.shape
-        scale = 1.0 / math.sqrt(Dh)
-        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        # Gather the active rows when they are at most half of L; above that the gather and
-        # scatter cost more than they save, and the same values come from masking the rows.
-        gathered = 2 * idx.shape[1] <= L
-        if gathered:
-            p_a = _gather_rows(p, idx)  # (B, H, A, L) probabilities of active rows
-            do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)  # (B, H, A, Dh), zero on padding
-            q_a = _gather_rows(q, idx)
-            o_a = _gather_rows(out, idx)
-        else:
-            p_a, q_a, o_a = p, q, out
-            do_a = d_out * active[:, None, :, None].to(q.dtype)  # (B, H, L, Dh), zero on inactive rows
-        dq = dk = dv = dbias = None
-        if ctx.kv_approx:
-            # only active keys/values receive gradient, only from active outputs
-            col = active.to(q.dtype)[:, None, :, None]  # (B, 1, L, 1) active columns
-            if need_v:
-                dv = (p_a.transpose(-1, -2) @ do_a) * col
-        elif need_v:
-            # values get gradient through every row's output: dV = P^T dO. When the upstream
-            # gradient is zero outside the active rows (the last layer, whose outputs matter
-            # only at the probes), the active rows alone give the same sum at |A|/L the cost.
-            if gathered and not ((d_out != 0).any(-1).any(1) & ~active).any():
-                dv = p_a.transpose(-1, -2) @ do_a
-            else:
-                dv = p.transpose(-1, -2) @ d_out  # (B, H, L, Dh)
-        # dS = P * (dP - rowsum(P * dP)), with rowsum(P * dP) = rowsum(dO * O) (no (A, L) product)
-        ds_a = do_a @ v.transpose(-1, -2)  # dP_A (B, H, A, L), then dS_A in place
-        ds_a.sub_((do_a * o_a).sum(-1, keepdim=True)).mul_(p_a)  # zero on padded/inactive rows
+        q, k, v, out, lse, p, bias, active, grad_rows = ctx.saved_tensors
+        need = ctx.needs_input_grad[:4]
+        d_out = d_out.to(q.dtype)
+        lse = None if lse is None else lse.to(q.dtype)[..., None]  # (B, H, L, 1)
+        few_rows = grad_rows is not None and 2 * int(grad_rows.sum(-1).max()) <= q.shape[2]
+        if few_rows and not ctx.kv_approx and not need[3]:
+            dq, dk, dv = _backward_few_rows(q, k, v, out, lse, p, bias, active, grad_rows, d_out)
+            return dq, dk, dv, None, None, None, None
+        dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, ctx.kv_approx, ctx.bias_shape)
+        if grad_rows is not None:  # rows outside grad_rows are constants
+            keep = grad_rows[:, None, :, None].to(q.dtype)
+            dq, dk, dv = (None if t is None else t * keep for t in (dq, dk, dv))
+        return dq, dk, dv, dbias, None, None, None
+
+
+def _chunk_rows(row_len: int, batch: int) -> int:
+    """Rows per chunk so that a chunk of score rows, (batch, rows, row_len), is about 4M
+    elements: small enough to stay in cache between the products that use it."""
+    return max(16, (1 << 22) // max(batch * row_len, 1))
+
+
+def _probs(q_rows: Tensor, k: Tensor, bias_rows: Tensor | None, lse_rows: Tensor) -> Tensor:
+    """Recomputed attention probabilities of some query rows: exp(q K^T / sqrt(d) + bias - lse)."""
+    return _scores(q_rows, k, bias_rows).sub_(lse_rows).exp_()
+
+
+def _bias_rows(bias: Tensor | None, sl: slice) -> Tensor | None:
+    """The rows ``sl`` of a bias broadcastable to (B, H, L, L) (a key-padding bias has one row)."""
+    return bias if bias is None or bias.shape[2] == 1 else bias[:, :, sl]
+
+
+def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, kv_approx: bool, bias_shape):
+    """The general backward: dS on the active rows, dV from the rows that need it. Shapes as in
+    :func:`attention`; lse (B, H, L, 1) or, for small problems, the forward's P (B, H, L, L)
+    in ``p_kept``. Returns dq, dk, dv, dbias (None where not needed)."""
+    B, H, L, Dh = q.shape
+    scale = 1.0 / math.sqrt(Dh)
+    need_q, need_k, need_v, need_bias = need
+    idx, valid = active_index(active)  # (B, A)
+    # Gather the active rows when they are at most half of L; above that the gather and
+    # scatter cost more than they save, and the same values come from masking the rows.
+    gathered = 2 * idx.shape[1] <= L
+    if gathered:
+        do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)  # (B, H, A, Dh), zero on padding
+        q_a, o_a = _gather_rows(q, idx), _gather_rows(out, idx)
+        lse_a = None if lse is None else _gather_rows(lse, idx)
+        bias_a = None if bias is None else _gather_rows(bias, idx)
+    else:
+        do_a = d_out * active[:, None, :, None].to(q.dtype)  # (B, H, L, Dh), zero on inactive rows
+        q_a, o_a, lse_a, bias_a = q, out, lse, bias
+    A = q_a.shape[2]
+    step = _chunk_rows(L, B * H)
+    # Values get gradient through every row's output, dV = P^T dO. When dO is zero outside the
+    # active rows (the last layer of a BoE backward), the active rows give the whole sum;
+    # otherwise every row's probabilities are recomputed for it (the one L x L x d product).
+    rows_give_dv = kv_approx or (gathered and not ((d_out != 0).any(-1).any(1) & ~active).any())
+    dv = torch.zeros_like(v) if need_v else None
+    if need_v and not rows_give_dv and gathered and p_kept is not None:
+        dv = p_kept.transpose(-1, -2) @ d_out
+    elif need_v and not rows_give_dv and gathered:  # (not gathered: the loop below visits every row)
+        for s in range(0, L, step):
+            sl = slice(s, s + step)
+            dv += _probs(q[:, :, sl], k, _bias_rows(bias, sl), lse[:, :, sl]).transpose(-1, -2) @ d_out[:, :, sl]
+    d_a = (do_a * o_a).sum(-1, keepdim=True)  # rowsum(P * dP) = rowsum(dO * O): no (A, L) product
+    dq_a = torch.empty_like(q_a) if need_q else None
+    dk = torch.zeros_like(k) if need_k else None
+    ds_all = q.new_empty(B, H, A, L) if need_bias else None
+    p_a = None if p_kept is None else _gather_rows(p_kept, idx) if gathered else p_kept  # (B, H, A, L)
+    for s in range(0, A, step):
+        sl = slice(s, s + step)
+        p = p_a[:, :, sl] if p_a is not None else _probs(q_a[:, :, sl], k, _bias_rows(bias_a, sl), lse_a[:, :, sl])  # (B, H, a, L)
+        if need_v and (rows_give_dv or not gathered):
+            dv += p.transpose(-1, -2) @ (do_a if rows_give_dv else d_out)[:, :, sl]
+        ds = (do_a[:, :, sl] @ v.transpose(-1, -2)).sub_(d_a[:, :, sl]).mul_(p)  # dS = P * (dP - rowsum(dO * O))
+        del p
         if need_q:
-            dq_a = (ds_a @ k) * scale
-            dq = torch.zeros_like(q).scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], Dh), dq_a) if gathered else dq_a
+            dq_a[:, :, sl] = (ds @ k) * scale
         if need_k:
-            dk = (ds_a.transpose(-1, -2) @ q_a) * scale  # (B, H, L, Dh)
-            if ctx.kv_approx:
-                dk = dk * col
+            dk += (ds.transpose(-1, -2) @ q_a[:, :, sl]) * scale
         if need_bias:
-            full = ds_a
-            if gathered:
-                full = torch.zeros(B, H, L, L, dtype=q.dtype, device=q.device)
-                full.scatter_add_(2, idx[:, None, :, None].expand(B, H, idx.shape[1], L), ds_a)
-            dbias = _reduce_to(full, ctx.bias_shape)
-        return dq, dk, dv, dbias, None, None
+            ds_all[:, :, sl] = ds
+    dq = dbias = None
+    if need_q:
+        dq = _scatter_rows(dq_a, idx, L) if gathered else dq_a
+    if kv_approx:  # only active keys/values receive gradient, only from active outputs
+        col = active.to(q.dtype)[:, None, :, None]
+        dk = None if dk is None else dk * col
+        dv = None if dv is None else dv * col
+    if need_bias:
+        dbias = _reduce_to(_scatter_rows(ds_all, idx, L) if gathered else ds_all, bias_shape)
+    return dq, dk, dv, dbias
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, active: Tensor | None = None, mode: str = "exact") -> Tensor:
+def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out):
+    """The backward when only the few rows G = ``grad_rows`` of q, k, v need a gradient (the
+    first layer of a BoE backward: G = the candidates). Everything is O(L |G| d):
+
+    - dQ_R for R = A n G: full score rows of R only;
+    - dV_G = P[:, G]^T dO and dK_G = dS[A, G]^T Q_A: score *columns* G only.
+    """
+    B, H, L, Dh = q.shape
+    scale = 1.0 / math.sqrt(Dh)
+    g_idx, g_valid = active_index(grad_rows)  # (B, G)
+    g_col = g_valid[:, None, None, :].to(q.dtype)  # (B, 1, 1, G)
+    # query rows: R = active and needing a gradient
+    r_idx, r_valid = active_index(active & grad_rows)  # (B, R)
+    do_r = _gather_rows(d_out, r_idx) * r_valid[:, None, :, None].to(q.dtype)  # (B, H, R, Dh)
+    if p_kept is not None:
+        p_r = _gather_rows(p_kept, r_idx)
+    else:
+        p_r = _probs(_gather_rows(q, r_idx), k, None if bias is None else _gather_rows(bias, r_idx), _gather_rows(lse, r_idx))
+    ds_r = (do_r @ v.transpose(-1, -2)).sub_((do_r * _gather_rows(out, r_idx)).sum(-1, keepdim=True)).mul_(p_r)
+    dq = _scatter_rows((ds_r @ k) * scale, r_idx, L)
+    # key/value columns G, every query row
+    k_g, v_g = _gather_rows(k, g_idx), _gather_rows(v, g_idx)  # (B, H, G, Dh)
+    if p_kept is not None:
+        p_g = _gather_cols(p_kept, g_idx) * g_col  # (B, H, L, G)
+    else:
+        p_g = _probs(q, k_g, None if bias is None else _gather_cols(bias, g_idx), lse) * g_col
+    dv = _scatter_rows(p_g.transpose(-1, -2) @ d_out, g_idx, L)
+    d_all = (d_out * out).sum(-1, keepdim=True)  # (B, H, L, 1)
+    ds_g = (d_out @ v_g.transpose(-1, -2)).sub_(d_all).mul_(p_g) * active[:, None, :, None].to(q.dtype)  # dS[:, G], active rows
+    dk = _scatter_rows((ds_g.transpose(-1, -2) @ q) * scale, g_idx, L)
+    return dq, dk, dv
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    bias: Tensor | None = None,
+    active: Tensor | None = None,
+    mode: str = "exact",
+    grad_rows: Tensor | None = None,
+) -> Tensor:
     """Scaled dot-product attention with an optional ActiveQueryAttention backward.
 
     Args:
@@ -156,18 +305,23 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, ac
             as -inf), or None.
         active: (B, L) bool active query rows, or None for ordinary dense attention.
         mode: ``"exact"``, ``"reference"`` or ``"kv"`` (see the module docstring).
+        grad_rows: optional (B, L) bool: the rows of q, k and v whose gradient the caller
+            needs. The other rows are treated as constants (zero gradient), which lets the
+            exact backward skip them (the first layer of a BoE backward needs only the
+            candidates' rows).
 
     Returns:
         (B, H, L, Dh) attention output; equal to dense attention in value in every mode.
     """
-    if active is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    if active.shape != (q.shape[0], q.shape[2]) or active.dtype != torch.bool:
-        raise ValueError(f"active must be a (B, L) = {(q.shape[0], q.shape[2])} bool tensor, got {tuple(active.shape)} {active.dtype}")
-    if mode == "reference":
-        return attention_reference(q, k, v, bias=bias, active=active)
-    if mode not in ("exact", "kv"):
+    B, _, L, _ = q.shape
+    for name, mask in (("active", active), ("grad_rows", grad_rows)):
+        if mask is not None and (mask.shape != (B, L) or mask.dtype != torch.bool):
+            raise ValueError(f"{name} must be a (B, L) = {(B, L)} bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+    if mode not in AQA_MODES:
         raise ValueError(f"AQA mode must be one of {AQA_MODES}, got {mode!r}")
-    if not torch.is_grad_enabled():
+    if active is None or not torch.is_grad_enabled():
+        q, k, v = (_constant_outside(t, grad_rows) for t in (q, k, v)) if torch.is_grad_enabled() else (q, k, v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    return _ActiveQueryAttention.apply(q, k, v, bias, active, mode == "kv")
+    if mode == "reference":
+        return attention_reference(q, k, v, bias=bias, active=active, grad_rows=grad_rows)
+    return _ActiveQueryAttention.apply(q, k, v, bias, active, grad_rows, mode == "kv")

@@ -133,14 +133,20 @@ def _probe_entropy(logits: Tensor, probes: Tensor, mask_id: int) -> Tensor:
 
 
 def future_entropy(
-    model: Denoiser, embeds: Tensor, probes: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None
+    model: Denoiser,
+    embeds: Tensor,
+    probes: Tensor,
+    *,
+    attention_mask: Tensor | None = None,
+    active: Tensor | None = None,
+    grad_rows: Tensor | None = None,
 ) -> Tensor:
     """H~ per row: the summed entropy at the probe positions of a forward from ``embeds``.
 
     Shapes: embeds (B, L, D), probes (B, L) bool -> (B,). The mask token is excluded from
-    each distribution, as in decoding.
+    each distribution, as in decoding. ``active``/``grad_rows``: see the Denoiser protocol.
     """
-    logits = model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active)  # (B, L, V)
+    logits = model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)  # (B, L, V)
     return _probe_entropy(logits, probes, model.mask_id)
 
 
@@ -195,7 +201,8 @@ def token_influence(
     with torch.enable_grad():
         inj = (soft if point == "soft" else base).clone().requires_grad_(True)
         embeds = torch.where(candidates[..., None], inj, base)  # (B, L, D)
-        future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act)  # (B,) H~ per row
+        # only the candidates' gradient is read
+        future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act, grad_rows=candidates)  # (B,) H~
         if future.requires_grad:
             (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
         else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
@@ -230,7 +237,7 @@ class BoESampler:
             emb = sub.embed(state.x[rows]).detach().requires_grad_(True)
             with torch.enable_grad():
                 act = None if cfg.active == "dense" else state.maskable[rows]
-                logits = sub.logits_from_embeds(emb, attention_mask=am, active=act)  # (R, L, V)
+                logits = sub.logits_from_embeds(emb, attention_mask=am, active=act, grad_rows=state.maskable[rows])  # (R, L, V)
             full = logits.detach().new_empty((B, *logits.shape[1:]))
             full[rows] = logits.detach()
             rest = (~steer).nonzero().squeeze(-1)
