@@ -62,11 +62,13 @@ class StubDenoiser:
         return self.logits_from_embeds(self.embed(ids))
 
 
-@pytest.fixture(params=["kept", "recomputed"])
+@pytest.fixture(params=["kept", "fused", "recomputed"])
 def probs_path(request, monkeypatch):
-    """Run a test through both ActiveQueryAttention backward sources of P: kept from the
-    forward (small problems) and recomputed from the log-sum-exp (large ones)."""
+    """Run a test through every ActiveQueryAttention backward: P kept from the forward (small
+    problems), the fused kernel on the active rows, and P recomputed from the log-sum-exp
+    (large problems)."""
     import tabes.ops.aqa
 
     monkeypatch.setattr(tabes.ops.aqa, "KEEP_PROBS_MAX", 1 << 40 if request.param == "kept" else 0)
+    monkeypatch.setattr(tabes.ops.aqa, "FUSED_BACKWARD", request.param == "fused")
     return request.param

@@ -49,3 +49,18 @@ def test_weights_are_constants():
     x = torch.randn(4, 6, requires_grad=True)
     linear_rows(x, w).sum().backward()
     assert w.grad is None and x.grad is not None
+
+
+def test_linear_rows_blocks_skip_their_own_zero_rows():
+    """A fused q/k/v projection: each output block has its own zero rows."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 10, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    up = torch.randn(2, 10, 9, generator=g, dtype=torch.float64)
+    up[:, :7, :3] = 0  # the first block (q) has gradient on 3 rows only
+    up[:, 1, 3:] = 0  # row 1 has none at all
+    fast = torch.autograd.grad(linear_rows(x, w, blocks=3), x, up)[0]
+    torch.testing.assert_close(fast, torch.autograd.grad(F.linear(x, w), x, up)[0])
+    assert torch.all(fast[:, 1] == 0)
+    with pytest.raises(ValueError, match="blocks must divide"):
+        linear_rows(x, w, blocks=4)

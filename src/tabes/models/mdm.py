@@ -112,7 +112,7 @@ class Block(nn.Module):
         (parameters are constants) and skips every row whose gradient is exactly zero or not
         needed (:mod:`tabes.ops.rows`), with the exact ActiveQueryAttention in between."""
         B, L, D = x.shape
-        q, k, v = linear_rows(_layer_norm(self.ln1, x), self.qkv.weight, self.qkv.bias).split(D, dim=-1)
+        q, k, v = linear_rows(_layer_norm(self.ln1, x), self.qkv.weight, self.qkv.bias, blocks=3).split(D, dim=-1)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         y = attention(q, k, v, bias=bias, active=active, mode="exact", grad_rows=grad_rows)  # (B, H, L, Dh)
         x = x + linear_rows(y.transpose(1, 2).reshape(B, L, D), self.proj.weight, self.proj.bias)

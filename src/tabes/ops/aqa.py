@@ -16,7 +16,9 @@ stays in cache. The value gradient dV = P^T dO sums over every row; it is comput
 rows that need it:
 
 - when the upstream gradient dO is zero outside A (the last layer of a BoE backward, whose
-  outputs matter only at the probes): dV = P_A^T dO_A, O(|A| L d);
+  outputs matter only at the probes): dV = P_A^T dO_A, O(|A| L d). Every gradient then comes
+  from the active rows alone, and on the CPU the whole backward is PyTorch's fused attention
+  backward run on the gathered active query rows (``FUSED_BACKWARD``);
 - when only the rows ``grad_rows`` of q, k, v need a gradient (the first layer, whose inputs
   matter only at the candidates): dV_G = P[:, G]^T dO, O(L |G| d);
 - otherwise the full P is recomputed: one L x L x d product, the only dense one.
@@ -24,7 +26,8 @@ rows that need it:
 Nothing of size L x L is kept between the forward and the backward: the forward is PyTorch's
 fused attention, which also returns the log-sum-exp on the CPU. Small problems (P with at most
 ``KEEP_PROBS_MAX`` elements, e.g. the Sudoku model's L = 81) keep P from an explicit forward
-instead, where recomputing would cost more than storing; the tests run both.
+instead, where recomputing would cost more than storing. The tests run every backward (kept P,
+fused, recomputed) against the reference.
 
 Modes (``mode=`` of :func:`attention`, ``aqa_mode`` of a model config):
 
@@ -141,6 +144,13 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> 
 # (small L, where recomputing it costs more than storing it); larger ones recompute the rows
 # they need from the per-row log-sum-exp.
 KEEP_PROBS_MAX = 1 << 22
+# On the CPU, when dO is zero outside the active rows and no bias gradient is needed, the
+# backward is PyTorch's fused attention backward run on the active query rows only.
+FUSED_BACKWARD = True
+
+
+def _fused_backward_op():
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None) if FUSED_BACKWARD else None
 
 
 class _ActiveQueryAttention(torch.autograd.Function):
@@ -161,15 +171,22 @@ class _ActiveQueryAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out: Tensor):
-        q, k, v, out, lse, p, bias, active, grad_rows = ctx.saved_tensors
+        q, k, v, out, lse_raw, p, bias, active, grad_rows = ctx.saved_tensors
         need = ctx.needs_input_grad[:4]
         d_out = d_out.to(q.dtype)
-        lse = None if lse is None else lse.to(q.dtype)[..., None]  # (B, H, L, 1)
+        lse = None if lse_raw is None else lse_raw.to(q.dtype)[..., None]  # (B, H, L, 1)
         few_rows = grad_rows is not None and 2 * int(grad_rows.sum(-1).max()) <= q.shape[2]
         if few_rows and not ctx.kv_approx and not need[3]:
             dq, dk, dv = _backward_few_rows(q, k, v, out, lse, p, bias, active, grad_rows, d_out)
             return dq, dk, dv, None, None, None, None
-        dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, ctx.kv_approx, ctx.bias_shape)
+        fused = _fused_backward_op()
+        # dO zero outside A: the active rows alone give every gradient (the last layer of a BoE backward)
+        rows_suffice = ctx.kv_approx or not (d_out.abs().amax(dim=(1, 3)).ne(0) & ~active).any()
+        if p is None and fused is not None and q.device.type == "cpu" and rows_suffice and not need[3]:
+            dq, dk, dv = _backward_fused_rows(fused, q, k, v, out, lse_raw, bias, active, d_out, ctx.kv_approx)
+            dbias = None
+        else:
+            dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, ctx.kv_approx, ctx.bias_shape)
         if grad_rows is not None:  # rows outside grad_rows are constants
             keep = grad_rows[:, None, :, None].to(q.dtype)
             dq, dk, dv = (None if t is None else t * keep for t in (dq, dk, dv))
@@ -216,7 +233,7 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     # Values get gradient through every row's output, dV = P^T dO. When dO is zero outside the
     # active rows (the last layer of a BoE backward), the active rows give the whole sum;
     # otherwise every row's probabilities are recomputed for it (the one L x L x d product).
-    rows_give_dv = kv_approx or (gathered and not ((d_out != 0).any(-1).any(1) & ~active).any())
+    rows_give_dv = kv_approx or (gathered and not (d_out.abs().amax(dim=(1, 3)).ne(0) & ~active).any())
     dv = torch.zeros_like(v) if need_v else None
     if need_v and not rows_give_dv and gathered and p_kept is not None:
         dv = p_kept.transpose(-1, -2) @ d_out
@@ -252,6 +269,23 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     if need_bias:
         dbias = _reduce_to(_scatter_rows(ds_all, idx, L) if gathered else ds_all, bias_shape)
     return dq, dk, dv, dbias
+
+
+def _backward_fused_rows(fused, q, k, v, out, lse, bias, active, d_out, kv_approx: bool):
+    """PyTorch's fused attention backward on the active query rows only (gathered, padded rows
+    with zero dO): dQ_A, dK = dS_A^T Q_A and dV = P_A^T dO_A, which is the whole of dV when dO
+    is zero outside A. lse (B, H, L) as the forward returned it."""
+    L = q.shape[2]
+    idx, valid = active_index(active)  # (B, A)
+    do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)
+    lse_a = _gather_rows(lse[..., None], idx)[..., 0]
+    bias_a = None if bias is None else _gather_rows(bias, idx).to(q.dtype)
+    dq_a, dk, dv = fused(do_a, _gather_rows(q, idx), k, v, _gather_rows(out, idx), lse_a, 0.0, False, attn_mask=bias_a)
+    dq = _scatter_rows(dq_a * valid[:, None, :, None].to(q.dtype), idx, L)
+    if kv_approx:  # only active keys/values receive gradient
+        col = active.to(q.dtype)[:, None, :, None]
+        dk, dv = dk * col, dv * col
+    return dq, dk, dv
 
 
 def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out):

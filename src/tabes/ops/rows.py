@@ -24,7 +24,7 @@ DENSE_ABOVE = 0.9
 
 def _nonzero_rows(grad: Tensor) -> Tensor | None:
     """Flat indices of the rows of ``grad`` (N, X) that are not all zero, or None if the dense product is cheaper."""
-    rows = grad.ne(0).any(-1).nonzero().squeeze(1)
+    rows = grad.abs().amax(-1).ne(0).nonzero().squeeze(1)  # amax: cheaper than ne().any(); NaN rows count as nonzero
     return None if rows.numel() > DENSE_ABOVE * grad.shape[0] else rows
 
 
@@ -46,14 +46,22 @@ def _rows_product(grad: Tensor, weight: Tensor, fn=None) -> Tensor:
 
 class _LinearRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, blocks: int) -> Tensor:
         ctx.save_for_backward(weight)
+        ctx.blocks = blocks
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
-        return _rows_product(grad, weight), None, None
+        if ctx.blocks == 1:
+            return _rows_product(grad, weight), None, None, None
+        # each block of outputs (e.g. q, k and v) has its own zero rows
+        dx = None
+        for g, w in zip(grad.chunk(ctx.blocks, -1), weight.chunk(ctx.blocks, 0)):
+            part = _rows_product(g, w)
+            dx = part if dx is None else dx.add_(part)
+        return dx, None, None, None
 
 
 class _MLPRows(torch.autograd.Function):
@@ -75,12 +83,16 @@ class _MLPRows(torch.autograd.Function):
         return _rows_product(grad, w1, through_gelu), None, None, None, None
 
 
-def linear_rows(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def linear_rows(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, blocks: int = 1) -> Tensor:
     """``F.linear(x, weight, bias)``; backward: input gradient only, zero upstream rows skipped.
 
-    Shapes: x (..., Din), weight (Dout, Din), bias (Dout,) -> (..., Dout).
+    ``blocks`` > 1 splits the outputs into that many equal blocks (a fused q/k/v projection:
+    3) whose zero rows are found separately. Shapes: x (..., Din), weight (Dout, Din), bias
+    (Dout,) -> (..., Dout).
     """
-    return _LinearRows.apply(x, weight.detach(), None if bias is None else bias.detach())
+    if weight.shape[0] % blocks:
+        raise ValueError(f"blocks must divide the {weight.shape[0]} outputs, got {blocks}")
+    return _LinearRows.apply(x, weight.detach(), None if bias is None else bias.detach(), blocks)
 
 
 def mlp_rows(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
