@@ -190,12 +190,12 @@ class MDM(nn.Module):
             cell = torch.arange(L, device=embeds.device)
             r, c = cell // cfg.grid, cell % cfg.grid
             box = math.isqrt(cfg.grid)
-            where = self.row(r) + self.col(c) + self.box((r // box) * box + c // box)  # (L, D)
+            position = self.row(r) + self.col(c) + self.box((r // box) * box + c // box)  # (L, D)
         else:
-            where = self.pos(torch.arange(L, device=embeds.device))
+            position = self.pos(torch.arange(L, device=embeds.device))
         if grad_rows is not None and torch.is_grad_enabled():
             embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
-        x = embeds + (where.detach() if const else where)  # (B, L, D)
+        x = embeds + (position.detach() if const else position)  # (B, L, D)
         key_bias = None
         if attention_mask is not None:
             key_bias = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device)
