@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tabes.models.mdm import MDM, MDMConfig
+from tabes.samplers.boe import future_entropy
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,7 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
         model.config.aqa_mode, model.config.skip_rows = mode, skip_rows
         inj = soft.clone().requires_grad_(True)
         emb = torch.where(cand[..., None], inj, base)
-        logits = model.logits_from_embeds(emb, active=active, grad_rows=None if active is None else cand)  # as BoE calls it
-        logp = torch.log_softmax(logits.float(), -1)
-        h = -((logp.exp() * logp).sum(-1) * probes).sum()
+        h = future_entropy(model, emb, probes, active=active, grad_rows=None if active is None else cand).sum()  # as BoE calls it
         t = time.perf_counter()
         torch.autograd.grad(h, inj)
         return (time.perf_counter() - t) * 1e3

@@ -94,11 +94,17 @@ class Block(nn.Module):
         self.out = nn.Linear(cfg.mlp_ratio * d, d)
 
     def forward(
-        self, x: Tensor, bias: Tensor | None, active: Tensor | None, aqa_mode: str, grad_rows: Tensor | None = None, skip_rows: bool = True
+        self,
+        x: Tensor,
+        bias: Tensor | None,
+        active: Tensor | None,
+        aqa_mode: str,
+        grad_rows: Tensor | None = None,
+        input_grad_only: bool = False,
     ) -> Tensor:
         """(B, L, D) -> (B, L, D). ``active``/``aqa_mode``/``grad_rows``: see :func:`tabes.ops.aqa.attention`;
-        ``skip_rows``: see :class:`MDMConfig`."""
-        if active is not None and aqa_mode == "exact" and skip_rows and torch.is_grad_enabled():
+        ``input_grad_only``: the row-skipping backward of :meth:`_input_gradient_only` (needs ``active``)."""
+        if input_grad_only:
             return self._input_gradient_only(x, bias, active, grad_rows)
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x (B, L, D)
@@ -185,7 +191,8 @@ class MDM(nn.Module):
             raise ValueError(f"sequence length {L} does not fit this model (seq_len={cfg.seq_len}, layout={cfg.layout})")
         if grad_rows is not None and (grad_rows.shape != (B, L) or grad_rows.dtype != torch.bool):
             raise ValueError(f"grad_rows must be a (B, L) = {(B, L)} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}")
-        const = active is not None and cfg.aqa_mode == "exact" and cfg.skip_rows and torch.is_grad_enabled()  # parameters are constants
+        # the exact sparse adjoint: input gradients only (parameters are constants), rows skipped
+        input_grad_only = active is not None and cfg.aqa_mode == "exact" and cfg.skip_rows and torch.is_grad_enabled()
         if cfg.layout == "sudoku":
             cell = torch.arange(L, device=embeds.device)
             r, c = cell // cfg.grid, cell % cfg.grid
@@ -195,7 +202,7 @@ class MDM(nn.Module):
             position = self.pos(torch.arange(L, device=embeds.device))
         if grad_rows is not None and torch.is_grad_enabled():
             embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
-        x = embeds + (position.detach() if const else position)  # (B, L, D)
+        x = embeds + (position.detach() if input_grad_only else position)  # (B, L, D)
         key_bias = None
         if attention_mask is not None:
             key_bias = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device)
@@ -204,23 +211,29 @@ class MDM(nn.Module):
         for i in range(cfg.n_layers):
             bias = None
             if cfg.layout == "sudoku":
-                rel = self.rel_bias[i].detach() if const else self.rel_bias[i]
+                rel = self.rel_bias[i].detach() if input_grad_only else self.rel_bias[i]
                 bias = rel[:, self.relations][None].to(x.dtype)  # (1, H, L, L)
             if key_bias is not None:
                 bias = key_bias if bias is None else bias + key_bias
             biases.append(bias)
         if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled():
             return self._active_rows_logits(x, biases, active)
-        return self._dense_logits(x, biases, active, cfg.aqa_mode, grad_rows)
+        return self._dense_logits(x, biases, active, cfg.aqa_mode, grad_rows, input_grad_only)
 
     def _dense_logits(
-        self, x: Tensor, biases: list[Tensor | None], active: Tensor | None, mode: str, grad_rows: Tensor | None = None
+        self,
+        x: Tensor,
+        biases: list[Tensor | None],
+        active: Tensor | None,
+        mode: str,
+        grad_rows: Tensor | None = None,
+        input_grad_only: bool = False,
     ) -> Tensor:
         """All rows through every block; (B, L, D) -> (B, L, V). Only the first block sees ``grad_rows``."""
         for blk, bias in zip(self.blocks, biases):
-            x = blk(x, bias, active, mode, grad_rows, self.config.skip_rows)
+            x = blk(x, bias, active, mode, grad_rows, input_grad_only)
             grad_rows = None
-        if active is not None and mode == "exact" and self.config.skip_rows and torch.is_grad_enabled():
+        if input_grad_only:
             return linear_rows(_layer_norm(self.ln_f, x), self.head.weight, self.head.bias)
         return self.head(self.ln_f(x))
 

@@ -58,6 +58,11 @@ def _scores(q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
     return s if bias is None else s.add_(bias)  # in place: s is a fresh buffer
 
 
+def _per_row(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, L) bool -> (B, 1, L, 1) 0/1 factor that zeroes the rows outside ``mask`` of a (B, H, L, X) tensor."""
+    return mask[:, None, :, None].to(dtype)
+
+
 def _constant_outside(t: Tensor, rows: Tensor | None) -> Tensor:
     """t (B, H, L, X) with the rows outside ``rows`` (B, L) bool detached."""
     return t if rows is None else torch.where(rows[:, None, :, None], t, t.detach())
@@ -180,15 +185,19 @@ class _ActiveQueryAttention(torch.autograd.Function):
             dq, dk, dv = _backward_few_rows(q, k, v, out, lse, p, bias, active, grad_rows, d_out)
             return dq, dk, dv, None, None, None, None
         fused = _fused_backward_op()
-        # dO zero outside A: the active rows alone give every gradient (the last layer of a BoE backward)
+        # dO zero outside A (the last layer of a BoE backward), or the kv approximation, which
+        # uses the active outputs only: the active rows alone give every gradient
         rows_suffice = ctx.kv_approx or not (d_out.abs().amax(dim=(1, 3)).ne(0) & ~active).any()
         if p is None and fused is not None and q.device.type == "cpu" and rows_suffice and not need[3]:
-            dq, dk, dv = _backward_fused_rows(fused, q, k, v, out, lse_raw, bias, active, d_out, ctx.kv_approx)
+            dq, dk, dv = _backward_fused_rows(fused, q, k, v, out, lse_raw, bias, active, d_out)
             dbias = None
         else:
-            dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, ctx.kv_approx, ctx.bias_shape)
+            dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, rows_suffice, ctx.bias_shape)
+        if ctx.kv_approx:  # only active keys and values receive gradient
+            col = _per_row(active, q.dtype)
+            dk, dv = (None if t is None else t * col for t in (dk, dv))
         if grad_rows is not None:  # rows outside grad_rows are constants
-            keep = grad_rows[:, None, :, None].to(q.dtype)
+            keep = _per_row(grad_rows, q.dtype)
             dq, dk, dv = (None if t is None else t * keep for t in (dq, dk, dv))
         return dq, dk, dv, dbias, None, None, None
 
@@ -209,10 +218,11 @@ def _bias_rows(bias: Tensor | None, sl: slice) -> Tensor | None:
     return bias if bias is None or bias.shape[2] == 1 else bias[:, :, sl]
 
 
-def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, kv_approx: bool, bias_shape):
-    """The general backward: dS on the active rows, dV from the rows that need it. Shapes as in
-    :func:`attention`; lse (B, H, L, 1) or, for small problems, the forward's P (B, H, L, L)
-    in ``p_kept``. Returns dq, dk, dv, dbias (None where not needed)."""
+def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, rows_suffice: bool, bias_shape):
+    """The general backward: dS on the active rows, dV from the rows that need it (only the
+    active ones when ``rows_suffice``). Shapes as in :func:`attention`; lse (B, H, L, 1) or, for
+    small problems, the forward's P (B, H, L, L) in ``p_kept``. Returns dq, dk, dv, dbias (None
+    where not needed)."""
     B, H, L, Dh = q.shape
     scale = 1.0 / math.sqrt(Dh)
     need_q, need_k, need_v, need_bias = need
@@ -221,23 +231,22 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     # scatter cost more than they save, and the same values come from masking the rows.
     gathered = 2 * idx.shape[1] <= L
     if gathered:
-        do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)  # (B, H, A, Dh), zero on padding
+        do_a = _gather_rows(d_out, idx) * _per_row(valid, q.dtype)  # (B, H, A, Dh), zero on padding
         q_a, o_a = _gather_rows(q, idx), _gather_rows(out, idx)
         lse_a = None if lse is None else _gather_rows(lse, idx)
         bias_a = None if bias is None else _gather_rows(bias, idx)
     else:
-        do_a = d_out * active[:, None, :, None].to(q.dtype)  # (B, H, L, Dh), zero on inactive rows
+        do_a = d_out * _per_row(active, q.dtype)  # (B, H, L, Dh), zero on inactive rows
         q_a, o_a, lse_a, bias_a = q, out, lse, bias
     A = q_a.shape[2]
     step = _chunk_rows(L, B * H)
-    # Values get gradient through every row's output, dV = P^T dO. When dO is zero outside the
-    # active rows (the last layer of a BoE backward), the active rows give the whole sum;
-    # otherwise every row's probabilities are recomputed for it (the one L x L x d product).
-    rows_give_dv = kv_approx or (gathered and not (d_out.abs().amax(dim=(1, 3)).ne(0) & ~active).any())
+    # Values get gradient through every row's output, dV = P^T dO. When the active rows
+    # suffice they give the whole sum; otherwise every row's probabilities are needed for it
+    # (the one L x L x d product), here or, when every row is visited anyway, in the loop below.
     dv = torch.zeros_like(v) if need_v else None
-    if need_v and not rows_give_dv and gathered and p_kept is not None:
+    if need_v and not rows_suffice and gathered and p_kept is not None:
         dv = p_kept.transpose(-1, -2) @ d_out
-    elif need_v and not rows_give_dv and gathered:  # (not gathered: the loop below visits every row)
+    elif need_v and not rows_suffice and gathered:
         for s in range(0, L, step):
             sl = slice(s, s + step)
             dv += _probs(q[:, :, sl], k, _bias_rows(bias, sl), lse[:, :, sl]).transpose(-1, -2) @ d_out[:, :, sl]
@@ -249,8 +258,8 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     for s in range(0, A, step):
         sl = slice(s, s + step)
         p = p_a[:, :, sl] if p_a is not None else _probs(q_a[:, :, sl], k, _bias_rows(bias_a, sl), lse_a[:, :, sl])  # (B, H, a, L)
-        if need_v and (rows_give_dv or not gathered):
-            dv += p.transpose(-1, -2) @ (do_a if rows_give_dv else d_out)[:, :, sl]
+        if need_v and (rows_suffice or not gathered):
+            dv += p.transpose(-1, -2) @ (do_a if rows_suffice else d_out)[:, :, sl]
         ds = (do_a[:, :, sl] @ v.transpose(-1, -2)).sub_(d_a[:, :, sl]).mul_(p)  # dS = P * (dP - rowsum(dO * O))
         del p
         if need_q:
@@ -262,30 +271,24 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     dq = dbias = None
     if need_q:
         dq = _scatter_rows(dq_a, idx, L) if gathered else dq_a
-    if kv_approx:  # only active keys/values receive gradient, only from active outputs
-        col = active.to(q.dtype)[:, None, :, None]
-        dk = None if dk is None else dk * col
-        dv = None if dv is None else dv * col
     if need_bias:
         dbias = _reduce_to(_scatter_rows(ds_all, idx, L) if gathered else ds_all, bias_shape)
     return dq, dk, dv, dbias
 
 
-def _backward_fused_rows(fused, q, k, v, out, lse, bias, active, d_out, kv_approx: bool):
+def _backward_fused_rows(fused, q, k, v, out, lse, bias, active, d_out):
     """PyTorch's fused attention backward on the active query rows only (gathered, padded rows
     with zero dO): dQ_A, dK = dS_A^T Q_A and dV = P_A^T dO_A, which is the whole of dV when dO
     is zero outside A. lse (B, H, L) as the forward returned it."""
     L = q.shape[2]
     idx, valid = active_index(active)  # (B, A)
-    do_a = _gather_rows(d_out, idx) * valid[:, None, :, None].to(q.dtype)
+    rows = _per_row(valid, q.dtype)
     lse_a = _gather_rows(lse[..., None], idx)[..., 0]
     bias_a = None if bias is None else _gather_rows(bias, idx).to(q.dtype)
-    dq_a, dk, dv = fused(do_a, _gather_rows(q, idx), k, v, _gather_rows(out, idx), lse_a, 0.0, False, attn_mask=bias_a)
-    dq = _scatter_rows(dq_a * valid[:, None, :, None].to(q.dtype), idx, L)
-    if kv_approx:  # only active keys/values receive gradient
-        col = active.to(q.dtype)[:, None, :, None]
-        dk, dv = dk * col, dv * col
-    return dq, dk, dv
+    dq_a, dk, dv = fused(
+        _gather_rows(d_out, idx) * rows, _gather_rows(q, idx), k, v, _gather_rows(out, idx), lse_a, 0.0, False, attn_mask=bias_a
+    )
+    return _scatter_rows(dq_a * rows, idx, L), dk, dv
 
 
 def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out):
@@ -301,7 +304,7 @@ def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out
     g_col = g_valid[:, None, None, :].to(q.dtype)  # (B, 1, 1, G)
     # query rows: R = active and needing a gradient
     r_idx, r_valid = active_index(active & grad_rows)  # (B, R)
-    do_r = _gather_rows(d_out, r_idx) * r_valid[:, None, :, None].to(q.dtype)  # (B, H, R, Dh)
+    do_r = _gather_rows(d_out, r_idx) * _per_row(r_valid, q.dtype)  # (B, H, R, Dh)
     if p_kept is not None:
         p_r = _gather_rows(p_kept, r_idx)
     else:
@@ -316,7 +319,7 @@ def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out
         p_g = _probs(q, k_g, None if bias is None else _gather_cols(bias, g_idx), lse) * g_col
     dv = _scatter_rows(p_g.transpose(-1, -2) @ d_out, g_idx, L)
     d_all = (d_out * out).sum(-1, keepdim=True)  # (B, H, L, 1)
-    ds_g = (d_out @ v_g.transpose(-1, -2)).sub_(d_all).mul_(p_g) * active[:, None, :, None].to(q.dtype)  # dS[:, G], active rows
+    ds_g = (d_out @ v_g.transpose(-1, -2)).sub_(d_all).mul_(p_g) * _per_row(active, q.dtype)  # dS[:, G], active rows
     dk = _scatter_rows((ds_g.transpose(-1, -2) @ q) * scale, g_idx, L)
     return dq, dk, dv
 
@@ -353,8 +356,10 @@ def attention(
             raise ValueError(f"{name} must be a (B, L) = {(B, L)} bool tensor, got {tuple(mask.shape)} {mask.dtype}")
     if mode not in AQA_MODES:
         raise ValueError(f"AQA mode must be one of {AQA_MODES}, got {mode!r}")
-    if active is None or not torch.is_grad_enabled():
-        q, k, v = (_constant_outside(t, grad_rows) for t in (q, k, v)) if torch.is_grad_enabled() else (q, k, v)
+    if not torch.is_grad_enabled():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    if active is None:
+        q, k, v = (_constant_outside(t, grad_rows) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     if mode == "reference":
         return attention_reference(q, k, v, bias=bias, active=active, grad_rows=grad_rows)

@@ -33,14 +33,12 @@ def _rows_product(grad: Tensor, weight: Tensor, fn=None) -> Tensor:
     transform the gathered rows first (rows None means all)."""
     flat = grad.reshape(-1, grad.shape[-1])
     rows = _nonzero_rows(flat)
-    if rows is None:
-        g = flat if fn is None else fn(flat, None)
-        return (g @ weight).view(*grad.shape[:-1], weight.shape[1])
-    g = flat.index_select(0, rows)
+    g = flat if rows is None else flat.index_select(0, rows)
     if fn is not None:
         g = fn(g, rows)
-    out = flat.new_zeros(flat.shape[0], weight.shape[1])
-    out.index_copy_(0, rows, g @ weight)
+    out = g @ weight
+    if rows is not None:
+        out = flat.new_zeros(flat.shape[0], weight.shape[1]).index_copy_(0, rows, out)
     return out.view(*grad.shape[:-1], weight.shape[1])
 
 
@@ -54,8 +52,6 @@ class _LinearRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
-        if ctx.blocks == 1:
-            return _rows_product(grad, weight), None, None, None
         # each block of outputs (e.g. q, k and v) has its own zero rows
         dx = None
         for g, w in zip(grad.chunk(ctx.blocks, -1), weight.chunk(ctx.blocks, 0)):
