@@ -72,3 +72,18 @@ def probs_path(request, monkeypatch):
     monkeypatch.setattr(tabes.ops.aqa, "KEEP_PROBS_MAX", 1 << 40 if request.param == "kept" else 0)
     monkeypatch.setattr(tabes.ops.aqa, "FUSED_BACKWARD", request.param == "fused")
     return request.param
+
+
+@pytest.fixture()
+def model_dir(tmp_path, tiny_sudoku_model) -> str:
+    """A folder holding the tiny Sudoku model, for the command line's --model."""
+    tiny_sudoku_model.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+@pytest.fixture(scope="session")
+def model_dir_session(tmp_path_factory, tiny_sudoku_model) -> str:
+    """Like ``model_dir``, once per session (for property-based tests)."""
+    path = tmp_path_factory.mktemp("model")
+    tiny_sudoku_model.save_pretrained(path)
+    return str(path)

@@ -46,28 +46,34 @@ def test_two_process_run_equals_single_process(tmp_path, tiny_sudoku_model):
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # the thread count of the sharded ranks: same float reduction order
     )
     assert single.returncode == 0, single.stderr
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / "m"), str(csv), str(tmp_path / "two")],
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    for p in procs:
-        assert p.wait(timeout=240) == 0, p.stderr.read()
+    # a free port can be taken by another process between the probe and the bind: try a few
+    for attempt in range(3):
+        port, logs, procs = _free_port(), [], []
+        for rank in range(2):
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": "1",
+            }
+            logs.append((tmp_path / f"rank{rank}.{attempt}.log").open("w+"))  # a file, not a pipe that could fill up
+            cmd = [sys.executable, str(script), str(tmp_path / "m"), str(csv), str(tmp_path / "two")]
+            procs.append(subprocess.Popen(cmd, env=env, stderr=logs[-1], stdout=subprocess.DEVNULL))
+        codes = [p.wait(timeout=240) for p in procs]
+        errors = []
+        for log in logs:
+            log.seek(0)
+            errors.append(log.read())
+            log.close()
+        if all(c == 0 for c in codes):
+            break
+        if not any("address already in use" in e.lower() for e in errors):
+            raise AssertionError(f"ranks failed {codes}: {errors}")
+    else:
+        raise AssertionError(f"no free port after 3 attempts: {errors}")
     assert _strip(tmp_path / "two" / "results.jsonl") == _strip(tmp_path / "one" / "results.jsonl")
     assert len(_strip(tmp_path / "one" / "results.jsonl")) == 4
 

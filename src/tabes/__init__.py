@@ -2,7 +2,8 @@
 
 Public API:
     load(path)            a denoiser from a folder (our safetensors MDM; HF checkpoints via tabes[hf])
-    generate(model, ids, sampler=..., steps=...)   the decoding loop
+    decode(model, ids, sampler=..., steps=...)     decode with any sampler spec, searches (bon) included
+    generate(model, ids, sampler=..., steps=...)   the step-by-step decoding loop (step samplers)
     get_sampler(spec), available_samplers()        the sampler registry
     default_model_path()  the shipped 9x9 Sudoku model
 """
@@ -12,6 +13,7 @@ from tabes.loading import default_model_path, load
 from tabes.protocol import Denoiser, GenerationOutput
 from tabes.samplers import available as available_samplers
 from tabes.samplers import get_sampler
+from tabes.search import decode  # also registers the searches (bon)
 
 __version__ = "0.1.0"
-__all__ = ["Denoiser", "GenerationOutput", "available_samplers", "default_model_path", "generate", "get_sampler", "load"]
+__all__ = ["Denoiser", "GenerationOutput", "available_samplers", "decode", "default_model_path", "generate", "get_sampler", "load"]

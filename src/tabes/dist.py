@@ -70,3 +70,14 @@ def max_over_ranks(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t)
+
+
+def world_size() -> int:
+    """Number of processes (1 without torchrun / accelerate)."""
+    return world()[1]
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op with one process)."""
+    if world()[1] > 1:
+        dist.barrier()

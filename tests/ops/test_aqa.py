@@ -46,13 +46,35 @@ def test_gradients_equal_reference(mode, reference, with_bias):
 
 
 def test_exact_differs_from_dense_gradient():
-    """The stop-gradient is real: without it, inactive rows would get query gradient."""
+    """The stop-gradient is real: AQA's query gradient is zero on inactive rows where the dense
+    gradient is not; active rows keep the dense query gradient; the key gradient, which gathers
+    every row's scores in the dense backward, differs."""
     q, k, v, b, active = _inputs()
-    dense_dq = torch.autograd.grad(
-        F.scaled_dot_product_attention(q, k, v, attn_mask=b).sum() * 0 + (F.scaled_dot_product_attention(q, k, v, attn_mask=b) ** 2).sum(),
-        q,
-    )[0]
-    assert dense_dq.transpose(1, 2)[~active].abs().sum() > 0
+    aqa_dq, aqa_dk = torch.autograd.grad((attention(q, k, v, bias=b, active=active, mode="exact") ** 2).sum(), (q, k))
+    dense_dq, dense_dk = torch.autograd.grad((F.scaled_dot_product_attention(q, k, v, attn_mask=b) ** 2).sum(), (q, k))
+    inactive = ~active
+    assert torch.all(aqa_dq.transpose(1, 2)[inactive] == 0)
+    assert dense_dq.transpose(1, 2)[inactive].abs().sum() > 0
+    torch.testing.assert_close(aqa_dq.transpose(1, 2)[active], dense_dq.transpose(1, 2)[active])
+    assert (aqa_dk - dense_dk).abs().max() > 1e-3
+
+
+def test_training_attention_equals_sdpa_in_values_and_gradients():
+    """The explicit kernel used for training (no active set) against PyTorch's SDPA, float64."""
+    from tabes.ops.aqa import dense_kernel
+
+    q, k, v, b, _ = _inputs(dtype=torch.float64)
+    w = torch.randn(2, 3, 17, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    outs = []
+    for kernel in ("explicit", "sdpa"):
+        with dense_kernel(kernel):
+            out = attention(q, k, v, bias=b)
+        outs.append((out, torch.autograd.grad((out * w).sum(), (q, k, v, b))))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for f, s in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(f, s)
+    with pytest.raises(ValueError, match="dense kernel"), dense_kernel("flash"):
+        pass
 
 
 def test_all_active_equals_dense_gradient():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tabes import generate
+from tabes import decode as generate  # every spec, searches (bon) included
 from tabes.samplers import available, get_sampler
 from tests.conftest import StubDenoiser
 
@@ -107,10 +107,22 @@ def test_bon_counts_every_particle_and_picks_lowest_entropy(tiny_sudoku_model, s
     out = generate(
         tiny_sudoku_model, sudoku_ids, sampler="bon:n=3,base=margin", steps=10, trace=True, generator=torch.Generator().manual_seed(0)
     )
-    assert (out.steps == 1).all()  # the block is decoded inside one outer step
+    # margin takes one forward per step for each of the 3 particles, which decode together
     assert (out.forwards >= 3 * 1).all() and (out.forwards <= 3 * 10).all() and (out.forwards % 3 == 0).all()
+    assert out.trace
     for rec in out.trace:
         assert rec["bon_scores"][rec["bon_best"]] == min(rec["bon_scores"])
+    # the kept trajectory's accumulated masked entropy is its score
+    for row in range(sudoku_ids.shape[0]):
+        recs = [r for r in out.trace if r["row"] == row]
+        assert sum(r["masked_entropy"] for r in recs) == pytest.approx(min(recs[0]["bon_scores"]), abs=1e-3)
+
+
+def test_the_step_loop_refuses_a_search(tiny_sudoku_model, sudoku_ids):
+    from tabes.generate import generate as step_loop
+
+    with pytest.raises(ValueError, match="tabes.decode"):
+        step_loop(tiny_sudoku_model, sudoku_ids, sampler="bon", steps=10)
 
 
 def test_region_leaves_masks_outside(tiny_seq_model):

@@ -96,3 +96,31 @@ def test_read_csv(tmp_path):
         sudoku.read_csv(bad)
     with pytest.raises(FileNotFoundError):
         sudoku.read_csv(tmp_path / "missing.csv")
+
+
+def test_generate_pool_does_not_depend_on_workers():
+    one = sudoku.generate_pool(sudoku.POOL_CHUNK + 3, seed=7, workers=1)
+    two = sudoku.generate_pool(sudoku.POOL_CHUNK + 3, seed=7, workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    assert all(sudoku.count_solutions(list(map(int, p))) == 1 for p in one[0][:5])
+
+
+def test_needs_search_tells_singles_from_harder_puzzles():
+    easy = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"  # singles solve it
+    hard = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"  # a well-known hard one
+    assert not sudoku.needs_search(sudoku.parse_puzzle(easy))
+    assert sudoku.needs_search(sudoku.parse_puzzle(hard))
+    assert not sudoku.needs_search(sudoku.solve(sudoku.parse_puzzle(easy)))  # a full grid needs nothing
+
+
+def test_solution_status_and_clash_cells():
+    assert (
+        sudoku.solution_status(sudoku.parse_puzzle("530070000600195000098000060800060003400803001700020006060000280000419005000080079"))
+        == "unique"
+    )
+    assert sudoku.solution_status([0] * 81) == "multiple solutions"
+    assert sudoku.solution_status(sudoku.parse_puzzle("12345678" + "0" * 8 + "9" + "0" * 64)) == "no solution"
+    grid = sudoku.solve([0] * 81)
+    assert sudoku.clash_cells(grid) == []
+    grid[0], grid[1] = grid[1], grid[0]  # swap two cells of row 1: both now clash in their columns
+    assert {0, 1} <= set(sudoku.clash_cells(grid))

@@ -143,9 +143,9 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
     total = len(lengths) * len(rhos)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tabes.progress import progress_bar
 
-        bar = tqdm(total=total, desc="bench aqa", unit="cell", leave=False)
+        bar = progress_bar(total, "bench aqa", "cell")
     for L in lengths:
         model = bench_model(L, cfg)
         for p in model.parameters():

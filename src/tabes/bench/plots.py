@@ -6,8 +6,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from tabes.samplers import spec_label
 
-def _pyplot():
+
+def pyplot():
     """matplotlib.pyplot with the file-only Agg backend (the plot extra)."""
     import matplotlib
 
@@ -17,28 +19,43 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: str | Path, tight: bool = True) -> Path:
+def save_figure(plt, fig, path: str | Path, tight: bool = True) -> Path:
+    """Save ``fig`` atomically (a temporary file renamed over ``path``) and close it."""
+    from tabes.files import atomic_path
+
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
 
 
+def _log_axis(ax, values: list[float]) -> None:
+    """Log-scale x axis with readable tick labels at 1-2-5 steps and a margin around the points."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = min(values), max(values)
+    pad = (hi / lo) ** 0.08 if hi > lo else 1.3
+    ax.set_xscale("log")
+    ax.set_xlim(lo / pad, hi * pad)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def pareto_plot(records: list[dict], path: str | Path) -> Path:
     """Accuracy vs wall-clock per puzzle (top row) and vs forward-equivalents per puzzle (bottom
-    row), one panel per source band, one curve per sampler configuration across its steps.
+    row), one panel per source band, one curve per sampler configuration across its steps,
+    with the 95% Wilson interval of each point as a vertical bar.
 
     ``records`` are rows of ``results.jsonl`` from :func:`tabes.bench.sudoku.run_sudoku_bench`.
     """
-    plt = _pyplot()
-    from matplotlib.ticker import NullFormatter
-
-    from tabes.bench.sudoku import spec_label
+    plt = pyplot()
 
     sources = sorted({r["source"] for r in records})
     ncols = min(4, len(sources))
     nrows = 2 * math.ceil(len(sources) / ncols)  # each source: wall-clock panel above, fwd-equiv panel below
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.1 * nrows), squeeze=False)
     labels = sorted({spec_label(r) for r in records})
     colours = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
     for k, src in enumerate(sources):
@@ -46,40 +63,47 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
         for r in records:
             if r["source"] == src:
                 curves[spec_label(r)].append(r)
-        for row, (key, xlabel) in enumerate((("wall", "wall-clock s / puzzle"), ("fwd_equiv", "forward-equivalents / puzzle"))):
+        for row, (key, xlabel) in enumerate((("wall", "wall-clock s / puzzle (log)"), ("fwd_equiv", "forward-equivalents / puzzle (log)"))):
             ax = axes[2 * (k // ncols) + row][k % ncols]
+            xs_all = []
             for lab, pts in sorted(curves.items()):
                 pts = sorted(pts, key=lambda r: r["steps"])
                 xs = [r["wall_s"] / r["n"] if key == "wall" else r["fwd_equiv"] for r in pts]
                 ys = [100 * r["accuracy"] for r in pts]
-                ax.plot(xs, ys, marker="o", ms=4, label=lab, color=colours[lab])
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_ylim(bottom=0)
+                err = [[y - 100 * r["ci_low"] for y, r in zip(ys, pts)], [100 * r["ci_high"] - y for y, r in zip(ys, pts)]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, lw=1.2, elinewidth=0.8, label=lab, color=colours[lab])
+                xs_all += xs
+            _log_axis(ax, xs_all)
+            ax.set_ylim(-3, 103)
             ax.set_xlabel(xlabel, fontsize=8)
-            ax.set_ylabel("solved %", fontsize=8)
+            ax.set_ylabel("solved % (95% CI)", fontsize=8)
             ax.set_title(f"{src} (n={next(r['n'] for r in records if r['source'] == src)})", fontsize=8)
             ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
+            ax.grid(alpha=0.3, which="both")
     for k in range(len(sources), (nrows // 2) * ncols):  # hide unused panels
         for row in range(2):
             axes[2 * (k // ncols) + row][k % ncols].axis("off")
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(plt, fig, path, tight=False)
+    ncol = min(len(names), 5)
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * math.ceil(len(names) / ncol), 1, 1))
+    return save_figure(plt, fig, path, tight=False)
 
 
-def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], wrong: set[int], path: str | Path, title: str = "") -> Path:
-    """Draw a solved grid: each decoded cell coloured by the step that committed it, givens grey,
-    wrong cells crossed out in red.
+def trace_grid_png(
+    puzzle: list[int], grid: list[int], steps: list[int | None], wrong: set[int], path: str | Path, title: str = "", status: str = ""
+) -> Path:
+    """Draw a solved grid: each decoded cell coloured by the step that committed it, givens grey
+    in bold, wrong cells crossed out in red, with a legend and the outcome in the title.
 
     Args:
         puzzle: 81 givens (0 = blank); grid: 81 decoded digits.
         steps: per cell, the 0-based step that committed it (None for givens).
         wrong: cells to mark as wrong (clashes, or differences from a known solution).
+        title: the first title line (sampler, compute); status: the outcome line, e.g.
+            "solved (valid, keeps every given)" or "invalid: 4 clashing cells".
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import Normalize
 
     decoded = [s for s in steps if s is not None]
@@ -113,10 +137,20 @@ def trace_grid_png(puzzle: list[int], grid: list[int], steps: list[int | None], 
     ax.set_aspect("equal")
     ax.axis("off")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="step committed")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return _save(plt, fig, path)
+    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="decoded cell: step that committed it")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    legend = [Patch(facecolor=(0.85, 0.85, 0.85), edgecolor="black", label="given (bold digit)")]
+    legend.append(Patch(facecolor=cmap(0.0), label="decoded early"))
+    legend.append(Patch(facecolor=cmap(1.0), label="decoded late"))
+    if wrong:
+        legend.append(Line2D([], [], color="red", marker="x", lw=0, markersize=9, label="wrong / clashing cell"))
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8, frameon=False)
+    heading = "\n".join(t for t in (status, title) if t)
+    if heading:
+        ax.set_title(heading, fontsize=9)
+    return save_figure(plt, fig, path)
 
 
 def entropy_curves(model, puzzles: list[list[int]], samplers: list[str], *, steps: int = 81, seed: int = 0) -> dict[str, list[float]]:
@@ -138,7 +172,7 @@ def entropy_curves(model, puzzles: list[list[int]], samplers: list[str], *, step
 
 def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """Line plot of :func:`entropy_curves`."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for spec, ys in curves.items():
@@ -150,4 +184,4 @@ def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = 
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -4,13 +4,18 @@ A *cell* is (source band x sampler spec x steps). Each finished cell appends one
 to ``DIR/results.jsonl`` with the keys
 
     sampler, options, steps, source, n, solved, accuracy, ci_low, ci_high,
-    forwards, backwards, fwd_equiv, wall_s
+    forwards, backwards, fwd_equiv, wall_s, file_sha256, grouping, limit
 
 where ``forwards``/``backwards``/``fwd_equiv`` are means per puzzle (a backward counts as two
 forwards), ``ci_*`` is the 95% Wilson interval of the accuracy and ``wall_s`` is the cell's
 total wall-clock. A killed run resumes: finished cells are read back and skipped, and a
 partial last line is cut off before appending. ``DIR/report.md`` and, with the ``plot``
-extra, ``DIR/pareto.png`` are rewritten at the end.
+extra, ``DIR/pareto.png`` are rewritten at the end (atomically).
+
+A folder belongs to one puzzle set: every cell records the puzzle file's SHA-256, the grouping
+(``by-source`` or ``all``) and ``limit``. A run whose set differs from the cells already in
+``DIR`` stops with a ``ValueError`` before decoding anything, unless ``force_new`` starts the
+folder afresh, so a report never pools cells of different files or groupings.
 
 A cell's own wall-clock depends on whatever else the machine ran meanwhile. ``timing=N``
 (``--timing N``) adds a side-by-side pass: every configuration decodes the same N puzzles per
@@ -29,9 +34,25 @@ from collections import defaultdict
 from pathlib import Path
 
 from tabes import dist
-from tabes.samplers import get_sampler
+from tabes.files import atomic_write_text, check_output_dir
+from tabes.samplers import get_sampler, spec_label
 from tabes.samplers.base import config_fields
 from tabes.tasks import sudoku
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _describe(identity: dict) -> str:
+    sha = identity.get("file_sha256")
+    limit = identity.get("limit")
+    return f"file sha256 {sha[:12] if sha else 'not recorded'}, grouping {identity.get('grouping') or 'not recorded'}" + (
+        f", first {limit}" if limit else ""
+    )
 
 
 def wilson(solved: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -97,6 +118,7 @@ def run_sudoku_bench(
     progress: bool = True,
     timing: int = 0,
     timing_repeats: int = 3,
+    force_new: bool = False,
 ) -> list[dict]:
     """Run every missing cell and return all records of ``out/results.jsonl``.
 
@@ -119,10 +141,22 @@ def run_sudoku_bench(
     groups: dict[str, list] = defaultdict(list)
     for r in records:
         groups[band(r.source) if by_source else "all"].append(r)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out, "--out")
     results_path = out / "results.jsonl"
-    done = {_cell_key(r["sampler"], r["options"], r["steps"], r["source"]) for r in read_results(results_path)}
+    identity = {"file_sha256": file_digest(file), "grouping": "by-source" if by_source else "all", "limit": limit}
+    if force_new and dist.is_main():
+        for name in ("results.jsonl", "timing.json", "report.md", "pareto.png"):
+            (out / name).unlink(missing_ok=True)
+    dist.barrier()
+    existing = read_results(results_path)
+    for r in existing:
+        theirs = {k: r.get(k) for k in identity}
+        if theirs != identity:
+            raise ValueError(
+                f"{out} holds cells of another puzzle set ({_describe(theirs)}; this run: {_describe(identity)}); "
+                "use another --out or --force-new to start the folder afresh"
+            )
+    done = {_cell_key(r["sampler"], r["options"], r["steps"], r["source"]) for r in existing}
     todo = [
         (src, spec, name, opts, st)
         for src in sorted(groups)
@@ -132,18 +166,17 @@ def run_sudoku_bench(
     ]
     model = model if model is not None else load()
     new_records: list[dict] = []
-    bar_cells = bar_puzzles = None
+    bar = None
     if progress and dist.is_main():
-        from tqdm import tqdm
+        from tabes.progress import progress_bar
 
-        bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", position=0)
-        bar_puzzles = tqdm(total=0, desc="puzzles", unit="puzzle", position=1, leave=False)
+        total = sum(len(groups[src]) for src, *_ in todo)
+        bar = progress_bar(total, f"{len(todo)} cells", "puzzle")
     try:
-        for src, spec, name, opts, st in todo:
+        for k, (src, spec, name, opts, st) in enumerate(todo):
             recs = groups[src]
-            if bar_puzzles is not None:
-                bar_puzzles.reset(total=len(recs))
-                bar_puzzles.set_description(f"{src} {spec} steps={st}")
+            if bar is not None:
+                bar.set_description(f"cell {k + 1}/{len(todo)}: {src} {spec} steps={st}")
             start = time.perf_counter()
             mine = dist.shard(recs)  # under torchrun / accelerate each rank decodes a share
             res = sudoku.decode_puzzles(
@@ -154,7 +187,7 @@ def run_sudoku_bench(
                 seed=seed,
                 solutions=[r.solution for r in mine],
                 batch_size=batch_size,
-                progress=None if bar_puzzles is None else bar_puzzles.update,
+                progress=None if bar is None else lambda n: bar.update(n * dist.world_size()),
             )
             res = dist.gather(res)
             wall = dist.max_over_ranks(time.perf_counter() - start)
@@ -177,6 +210,7 @@ def run_sudoku_bench(
                 "backwards": round(bw, 2),
                 "fwd_equiv": round(fw + 2 * bw, 2),
                 "wall_s": round(wall, 2),
+                **identity,
             }
             new_records.append(rec)
             if dist.is_main():
@@ -184,12 +218,9 @@ def run_sudoku_bench(
                     fh.write(json.dumps(rec) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-            if bar_cells is not None:
-                bar_cells.update(1)
     finally:
-        for b in (bar_puzzles, bar_cells):
-            if b is not None:
-                b.close()
+        if bar is not None:
+            bar.close()
     if not dist.is_main():
         return new_records  # other ranks: the cells of this call (rank 0 owns the files)
     all_records = read_results(results_path)
@@ -197,9 +228,9 @@ def run_sudoku_bench(
         configs = sorted({(r["sampler"], json.dumps(r["options"], sort_keys=True), r["steps"]) for r in all_records})
         subset = [r.cells for src in sorted(groups) for r in groups[src][:timing]]
         times = time_configs(model, subset, [(n, json.loads(o), st) for n, o, st in configs], repeats=timing_repeats, seed=seed)
-        (out / "timing.json").write_text(json.dumps(times, indent=1) + "\n")
+        atomic_write_text(out / "timing.json", json.dumps(times, indent=1) + "\n")
     all_records = apply_timing(all_records, out / "timing.json")
-    (out / "report.md").write_text(render_report(all_records, file=str(file), seed=seed, limit=limit))
+    atomic_write_text(out / "report.md", render_report(all_records, file=str(file), seed=seed, limit=limit))
     try:
         from tabes.bench.plots import pareto_plot
 
@@ -256,13 +287,6 @@ def apply_timing(records: list[dict], path: Path) -> list[dict]:
     return out
 
 
-def spec_label(rec: dict) -> str:
-    """A short label: the sampler name plus its non-default options."""
-    default = config_fields(get_sampler(rec["sampler"]).config)
-    diff = {k: v for k, v in rec["options"].items() if default.get(k) != v}
-    return rec["sampler"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) if diff else "")
-
-
 def summary_table(records: list[dict]) -> str:
     """Markdown pivot: one row per source band, one column per (sampler, steps), accuracy in %."""
     cols = sorted({(spec_label(r), r["steps"]) for r in records})
@@ -285,6 +309,9 @@ def _pool(records: list[dict]) -> dict[tuple[str, int], tuple[float, float, floa
         groups[spec_label(r), r["steps"]].append(r)
     out = {}
     for key, rows in groups.items():
+        sources = [r["source"] for r in rows]
+        if len(set(sources)) != len(sources) or ("all" in sources and len(sources) > 1):
+            raise ValueError(f"cannot pool {key[0]}@{key[1]}: its cells overlap (sources {sorted(sources)}); each puzzle must count once")
         n = sum(r["n"] for r in rows)
         solved = sum(r["solved"] for r in rows)
         wall = sum(r["wall_s"] for r in rows) / n

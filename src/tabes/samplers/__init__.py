@@ -20,7 +20,8 @@ _REGISTRY: dict[str, type] = {}
 
 
 def register(cls: type) -> type:
-    """Class decorator: make a sampler available under ``cls.name``."""
+    """Class decorator: make a sampler (a class with ``step``) or a search over whole decodes
+    (a class with ``run``, see :mod:`tabes.search`) available under ``cls.name``."""
     if cls.name in _REGISTRY:
         raise ValueError(f"sampler {cls.name!r} is already registered")
     _REGISTRY[cls.name] = cls
@@ -84,7 +85,27 @@ def describe(name: str) -> list[tuple[str, str, Any]]:
     return [(f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), f.default) for f in dataclasses.fields(cls.Config)]
 
 
-# importing the modules registers the samplers
-from tabes.samplers import boe, bon, confidence, eb, entropy, lookahead, margin, random, remdm, threshold  # noqa: E402,F401
+def spec_label(rec: dict[str, Any]) -> str:
+    """A short label for a record with ``sampler`` and ``options``: the name plus its non-default options."""
+    from tabes.samplers.base import config_fields
 
-__all__ = ["Sampler", "StepResult", "StepState", "available", "describe", "get_sampler", "parse_spec", "register", "top_k_mask"]
+    default = config_fields(get_sampler(rec["sampler"]).config)
+    diff = {k: v for k, v in rec["options"].items() if default.get(k) != v}
+    return rec["sampler"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) if diff else "")
+
+
+# importing the modules registers the samplers
+from tabes.samplers import boe, confidence, eb, entropy, lookahead, margin, random, remdm, threshold  # noqa: E402,F401
+
+__all__ = [
+    "Sampler",
+    "StepResult",
+    "StepState",
+    "available",
+    "describe",
+    "get_sampler",
+    "parse_spec",
+    "register",
+    "spec_label",
+    "top_k_mask",
+]

@@ -24,6 +24,8 @@ N_CELLS = 81
 ROW = [i // 9 for i in range(N_CELLS)]
 COL = [i % 9 for i in range(N_CELLS)]
 BOX = [(i // 27) * 3 + (i % 9) // 3 for i in range(N_CELLS)]
+PEERS = [[j for j in range(N_CELLS) if j != i and (ROW[i] == ROW[j] or COL[i] == COL[j] or BOX[i] == BOX[j])] for i in range(N_CELLS)]
+UNITS = [[j for j in range(N_CELLS) if key[j] == u] for key in (ROW, COL, BOX) for u in range(9)]  # 27 units
 _POP = [bin(m).count("1") for m in range(512)]
 _BIT2D = {1 << (d - 1): d for d in range(1, 10)}
 
@@ -79,6 +81,11 @@ def validate_puzzle(cells: list[int]) -> None:
         raise ValueError("clashing givens: " + "; ".join(problems))
 
 
+def clash_cells(grid: list[int]) -> list[int]:
+    """Cells whose digit repeats in their row, column or box."""
+    return [i for i in range(N_CELLS) if grid[i] and any(grid[j] == grid[i] for j in PEERS[i])]
+
+
 def verify(grid: list[int], puzzle: list[int] | None = None) -> bool:
     """True when ``grid`` is a complete valid Sudoku that keeps every given of ``puzzle``."""
     if len(grid) != N_CELLS or any(not 1 <= d <= 9 for d in grid):
@@ -123,36 +130,60 @@ def format_board(cells: list[int], wrong: set[int] | None = None) -> str:
 
 @dataclass(frozen=True)
 class PuzzleRecord:
-    """One row of a puzzle file: ``puzzle`` exactly as read, parsed ``cells``, optional solution."""
+    """One row of a puzzle file: ``puzzle`` exactly as read, parsed ``cells``, optional solution,
+    and the file ``line`` it came from (the header is line 1)."""
 
     puzzle: str
     cells: list[int]
     solution: list[int] | None
     source: str
+    line: int = 0
 
 
-def read_csv(path: str | Path) -> list[PuzzleRecord]:
+def parse_solution(text: str, cells: list[int]) -> list[int]:
+    """Parse a ``solution`` field and check that it is a complete valid grid keeping the givens
+    of ``cells``; ``ValueError`` messages name the solution column."""
+    try:
+        sol = parse_puzzle(text)
+    except ValueError as err:
+        raise ValueError(f"column 'solution': {err}") from None
+    if not verify(sol, cells):
+        raise ValueError("column 'solution': not a complete valid grid that keeps the puzzle's givens")
+    return sol
+
+
+def read_csv(path: str | Path, *, skipped: list[tuple[int, str]] | None = None) -> list[PuzzleRecord]:
     """Read a CSV with a ``puzzle`` column and optional ``solution`` and ``source`` columns.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the line of a
-    malformed or clashing puzzle.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the
+    line of a malformed or clashing puzzle (or of a bad solution, naming that column), or the
+    byte offset of text that is not UTF-8. With a ``skipped`` list, bad rows are appended to it
+    as ``(line, reason)`` and left out instead of raising.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"puzzle file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
     records = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "puzzle" not in reader.fieldnames:
-            raise ValueError(f"{path}: expected a CSV header with a 'puzzle' column, got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                cells = parse_puzzle(row["puzzle"])
-                validate_puzzle(cells)
-                sol = parse_puzzle(row["solution"]) if row.get("solution") else None
-            except ValueError as err:
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None or "puzzle" not in reader.fieldnames:
+        raise ValueError(f"{path}: expected a CSV header with a 'puzzle' column, got {reader.fieldnames}")
+    for line, row in enumerate(reader, start=2):
+        try:
+            if row["puzzle"] is None:
+                raise ValueError("the row has no 'puzzle' field")
+            cells = parse_puzzle(row["puzzle"])
+            validate_puzzle(cells)
+            sol = parse_solution(row["solution"], cells) if row.get("solution") else None
+        except ValueError as err:
+            if skipped is None:
                 raise ValueError(f"{path}, line {line}: {err}") from None
-            records.append(PuzzleRecord(row["puzzle"], cells, sol, row.get("source") or ""))
+            skipped.append((line, str(err)))
+            continue
+        records.append(PuzzleRecord(row["puzzle"], cells, sol, row.get("source") or "", line))
     return records
 
 
@@ -212,6 +243,12 @@ def count_solutions(cells: list[int], limit: int = 2) -> int:
     rows, cols, boxes = _masks(grid)
     empties = [i for i in range(N_CELLS) if grid[i] == 0]
     return _search(grid, rows, cols, boxes, empties, limit, None, None)
+
+
+def solution_status(cells: list[int]) -> str:
+    """``"unique"``, ``"no solution"`` or ``"multiple solutions"`` for a clash-free puzzle (exact search)."""
+    n = count_solutions(cells, limit=2)
+    return "unique" if n == 1 else ("no solution" if n == 0 else "multiple solutions")
 
 
 def solve(cells: list[int], rng: random.Random | None = None) -> list[int] | None:
@@ -287,14 +324,105 @@ def generate_puzzles(n: int, seed: int, *, progress: bool = False) -> tuple[np.n
     solutions = np.zeros((n, N_CELLS), dtype=np.uint8)
     it = range(n)
     if progress:
-        from tqdm import tqdm
+        from tabes.progress import progress_bar
 
-        it = tqdm(it, desc="generating puzzles", unit="puzzle")
+        bar = progress_bar(n, "generating puzzles", "puzzle")
+        it = _counted(it, bar)
     for k in it:
         sol = random_grid(rng)
         puzzles[k] = make_puzzle(sol, rng)
         solutions[k] = sol
     return puzzles, solutions
+
+
+def _counted(it, bar):
+    """Iterate ``it``, advancing ``bar`` after each item and closing it at the end."""
+    for item in it:
+        yield item
+        bar.update(1)
+    bar.close()
+
+
+def _generate_chunk(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    n, seed = args
+    return generate_puzzles(n, seed)
+
+
+POOL_CHUNK = 250  # puzzles per generator seed in :func:`generate_pool`
+
+
+def generate_pool(n: int, seed: int, *, workers: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random minimal puzzles generated in chunks of ``POOL_CHUNK`` by ``workers`` processes.
+
+    Chunk ``i`` uses generator seed ``seed * 100_003 + i``, so the result does not depend on
+    ``workers``. Returns ``(puzzles, solutions)`` like :func:`generate_puzzles`.
+    """
+    if n <= 0 or workers <= 0:
+        raise ValueError(f"n and workers must be positive, got n={n}, workers={workers}")
+    jobs = [(min(POOL_CHUNK, n - lo), seed * 100_003 + i) for i, lo in enumerate(range(0, n, POOL_CHUNK))]
+    bar = None
+    if progress:
+        from tabes.progress import progress_bar
+
+        bar = progress_bar(n, "generating puzzles", "puzzle")
+    parts = []
+    if workers == 1:
+        for job in jobs:
+            parts.append(_generate_chunk(job))
+            if bar is not None:
+                bar.update(job[0])
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for part in pool.imap(_generate_chunk, jobs):
+                parts.append(part)
+                if bar is not None:
+                    bar.update(len(part[0]))
+    if bar is not None:
+        bar.close()
+    return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def needs_search(cells: list[int]) -> bool:
+    """True when naked and hidden singles alone do not complete the puzzle.
+
+    A cheap difficulty rating: about half of the generated minimal puzzles need more than
+    singles (pairs, fish, chains or guessing); every "hardest" puzzle does.
+    """
+    g = list(cells)
+    while True:
+        progress = False
+        cand = [0] * N_CELLS
+        for i in range(N_CELLS):
+            if not g[i]:
+                m = 511
+                for j in PEERS[i]:
+                    if g[j]:
+                        m &= ~(1 << (g[j] - 1))
+                if m == 0:
+                    return True  # contradiction: not solvable by singles
+                cand[i] = m
+                if m & (m - 1) == 0:  # naked single
+                    g[i] = m.bit_length()
+                    progress = True
+        if not progress:
+            progress = _place_hidden_single(g, cand)
+        if not progress:
+            return not all(g)
+
+
+def _place_hidden_single(g: list[int], cand: list[int]) -> bool:
+    """Place one hidden single (a digit with one possible cell in a unit); False if none."""
+    for unit in UNITS:
+        placed = {g[i] for i in unit}
+        for d in range(1, 10):
+            if d not in placed:
+                where = [i for i in unit if not g[i] and cand[i] >> (d - 1) & 1]
+                if len(where) == 1:
+                    g[where[0]] = d
+                    return True
+    return False
 
 
 def random_symmetry(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -354,14 +482,15 @@ def decode_puzzles(
     """Decode Sudoku puzzles with any sampler through :func:`tabes.generate`.
 
     ``seconds`` is the wall-clock time of the puzzle's batch divided by the batch size. A
-    ``progress`` callable is called with the number of puzzles finished after each batch.
+    ``progress`` callable is called after every denoising step with the (fractional) number
+    of puzzles it advanced, adding up to the number of puzzles by the end of each batch.
     A ``trace`` list receives the per-step records of every row (``row`` = puzzle index).
     """
     import time
 
     import torch
 
-    from tabes.generate import generate
+    from tabes.search import decode
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -371,7 +500,24 @@ def decode_puzzles(
         chunk = puzzles[lo : lo + batch_size]
         ids = torch.tensor([to_ids(p) for p in chunk], dtype=torch.long)
         start = time.perf_counter()
-        out = generate(model, ids, sampler=sampler, steps=steps, temperature=temperature, generator=generator, trace=trace is not None)
+        done = [0.0]  # puzzles of this batch reported so far
+
+        def advance(n_steps: int, size: int = len(chunk), done: list[float] = done) -> None:
+            share = min(size * n_steps / steps, size - done[0])
+            done[0] += share
+            if progress is not None and share > 0:
+                progress(share)
+
+        out = decode(
+            model,
+            ids,
+            sampler=sampler,
+            steps=steps,
+            temperature=temperature,
+            generator=generator,
+            trace=trace is not None,
+            progress=advance,
+        )
         per = (time.perf_counter() - start) / len(chunk)
         if trace is not None:
             trace.extend({**rec, "row": rec["row"] + lo} for rec in out.trace)
@@ -381,6 +527,6 @@ def decode_puzzles(
             results.append(
                 Solved(grid, verify(grid, p), None if sol is None else grid == sol, int(out.forwards[j]), int(out.backwards[j]), per)
             )
-        if progress is not None:
-            progress(len(chunk))
+        if progress is not None and done[0] < len(chunk):
+            progress(len(chunk) - done[0])  # adaptive samplers may finish in fewer steps
     return results

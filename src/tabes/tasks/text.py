@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tabes.generate import generate
 from tabes.protocol import GenerationOutput
+from tabes.search import decode
 
 
 @dataclass
@@ -61,7 +61,7 @@ def generate_text(
         attention_mask[b, : P - len(e)] = False
         ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long)
     eos = tok.eos_token_id if stop_at_eos else None
-    out = generate(
+    out = decode(
         model,
         ids,
         sampler=sampler,

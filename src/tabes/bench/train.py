@@ -1,0 +1,143 @@
+"""``tabes bench train``: training throughput of the shipped Sudoku architecture, per setting.
+
+Every setting trains its own copy of the shipped architecture (:class:`MDMConfig` defaults
+with the shipped model's heads) from the same random initialisation, on the *same* batches,
+for ``steps`` steps. The settings are interleaved step by step in one process, so a noisy
+machine slows them alike. Settings:
+
+- ``baseline``: the trainer before this benchmark existed: float32, eager, PyTorch's
+  ``scaled_dot_product_attention`` for the dense attention;
+- ``bf16``: bfloat16 autocast (float32 master weights), eager, explicit attention;
+- ``fp32-compile``: float32, ``torch.compile``, explicit attention;
+- ``default``: what ``tabes train`` uses (:class:`tabes.train.TrainConfig` defaults).
+
+A step is the whole optimisation step as the trainer runs it (batch sampling and masking,
+forward, loss, backward, clipping, AdamW). ``samples_per_s`` uses the median step time after
+``warmup`` steps (compilation happens in the first step); ``loss_first`` and ``loss_last`` are
+the mean losses of the first and last ``window`` steps; ``losses`` holds the whole curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tabes.models.mdm import MDM, MDMConfig
+from tabes.ops.aqa import dense_kernel
+from tabes.tasks import sudoku
+from tabes.train import TrainConfig, TrainStep, make_batch, make_optimizer, sample_indices
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training configuration of the benchmark."""
+
+    name: str
+    precision: str
+    compile: bool
+    kernel: str = "explicit"
+
+
+SETTINGS = {
+    s.name: s
+    for s in (
+        Setting("baseline", "fp32", False, "sdpa"),
+        Setting("bf16", "bf16", False),
+        Setting("fp32-compile", "fp32", True),
+        Setting("default", TrainConfig.precision, TrainConfig.compile),
+    )
+}
+
+
+def run_train_bench(
+    settings: list[str],
+    *,
+    steps: int = 300,
+    batch_size: int = 128,
+    pool: int = 2000,
+    warmup: int = 5,
+    window: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Train one model per setting side by side; one result row per setting (see the module docstring)."""
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(SETTINGS)}")
+    if steps <= warmup or steps < window:
+        raise ValueError(f"steps ({steps}) must exceed warmup ({warmup}) and be at least window ({window})")
+    puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
+    hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
+    runs = []
+    for name in settings:
+        s = SETTINGS[name]
+        torch.manual_seed(seed)
+        model = MDM(MDMConfig(n_heads=8)).train()  # the shipped architecture
+        step = TrainStep(model, make_optimizer(model, 1e-3, 0.01), precision=s.precision, compile=s.compile)
+        runs.append((s, step, [], []))
+    rng = np.random.default_rng(seed)
+    bar = None
+    if progress:
+        from tabes.progress import progress_bar
+
+        bar = progress_bar(steps, "bench train", "step")
+    for _i in range(steps):
+        idx = sample_indices(hard, batch_size, TrainConfig.hard_frac, rng)
+        batch_rng_state = rng.bit_generator.state
+        for s, step, times, losses in runs:
+            rng.bit_generator.state = batch_rng_state  # the same masks for every setting
+            t0 = time.perf_counter()
+            kernel = dense_kernel(s.kernel) if s.kernel != "explicit" else contextlib.nullcontext()
+            with kernel:
+                losses.append(step(*make_batch(puzzles[idx], solutions[idx], 0.2, rng)))
+            times.append(time.perf_counter() - t0)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    rows = []
+    for s, _, times, losses in runs:
+        per_step = statistics.median(times[warmup:])
+        rows.append(
+            {
+                "setting": s.name,
+                "precision": s.precision,
+                "compile": s.compile,
+                "attention": s.kernel,
+                "samples_per_s": round(batch_size / per_step, 1),
+                "loss_first": round(float(np.mean(losses[:window])), 4),
+                "loss_last": round(float(np.mean(losses[-window:])), 4),
+                "steps": steps,
+                "batch_size": batch_size,
+                "threads": torch.get_num_threads(),
+                "losses": [round(x, 4) for x in losses],
+            }
+        )
+    base = next((r for r in rows if r["setting"] == "baseline"), None)
+    for r in rows:
+        r["speedup"] = round(r["samples_per_s"] / base["samples_per_s"], 2) if base else None
+    return rows
+
+
+def loss_curve_png(rows: list[dict], path: str, smooth: int = 20) -> None:
+    """Running-mean loss per step for every setting, one line each."""
+    from tabes.bench.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        x = np.asarray(r["losses"])
+        k = min(smooth, len(x))
+        y = np.convolve(x, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(x) + 1), y, label=f"{r['setting']} ({r['samples_per_s']:.0f} samples/s)")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss (running mean of {smooth})")
+    ax.set_title(f"Shipped Sudoku architecture, batch {rows[0]['batch_size']}, same batches per setting")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(plt, fig, path)

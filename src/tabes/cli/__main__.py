@@ -1,0 +1,5 @@
+import sys
+
+from tabes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""``tabes bench ...``: benchmarks. They measure and write reports; the tests assert behaviour."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tabes.cli.common import csv_list, positive_int, split_specs
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,train,aqa,step,fidelity,entropy}")
+    b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
+    b.add_argument("--file", required=True)
+    b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
+    b.add_argument("--steps", type=csv_list(int), default=[81])
+    b.add_argument("--out", required=True, help="folder for results.jsonl, report.md and pareto.png")
+    b.add_argument("--force-new", action="store_true", help="start --out afresh even if it holds cells of another puzzle set")
+    b.add_argument("--limit", type=positive_int)
+    b.add_argument("--by-source", action="store_true", help="one cell per source band (default: all puzzles together)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=positive_int, default=64)
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--timing", type=positive_int, help="then time every configuration side by side on the first N puzzles of each band")
+    b.add_argument("--timing-repeats", type=positive_int, default=3)
+    b.set_defaults(func=cmd_bench_sudoku)
+
+    b = bench.add_parser("train", help="training samples/s of the shipped Sudoku architecture per setting (side by side)")
+    b.add_argument("--settings", type=csv_list(str), default=["baseline", "bf16", "fp32-compile", "default"])
+    b.add_argument("--steps", type=positive_int, default=300)
+    b.add_argument("--batch-size", type=positive_int, default=128)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="folder for train_bench.json (with the per-step losses) and train_curve.png")
+    b.add_argument("--json", action="store_true", help="print the rows (without the per-step losses) as JSON")
+    b.set_defaults(func=cmd_bench_train)
+
+    b = bench.add_parser("aqa", help="ActiveQueryAttention backward vs dense backward")
+    b.add_argument("--lengths", type=csv_list(int), default=[256, 1024, 2048, 4096])
+    b.add_argument("--rhos", type=csv_list(float), default=[0.1, 0.25, 0.5, 1.0])
+    b.add_argument("--d-model", type=positive_int, default=512)
+    b.add_argument("--layers", type=positive_int, default=2)
+    b.add_argument("--repeats", type=positive_int, default=5)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_aqa)
+
+    b = bench.add_parser("step", help="wall-clock of one sampler step over one confidence step (medians, side by side)")
+    b.add_argument(
+        "--lengths", type=csv_list(int), default=[81, 1024], help="81 = the shipped Sudoku model; others: the AQA benchmark model"
+    )
+    b.add_argument("--samplers", type=split_specs, default=["boe", "boe:point=mask"])
+    b.add_argument("--batch", type=positive_int, help="default: 64 at L = 81, else 1")
+    b.add_argument("--repeats", type=positive_int, default=5)
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_step)
+
+    b = bench.add_parser("fidelity", help="TIS of each AQA mode against the dense backward, on a puzzle file")
+    b.add_argument("--file", required=True)
+    b.add_argument("--limit", type=positive_int, default=50)
+    b.add_argument("--r", type=positive_int, default=4)
+    b.add_argument("--max-steps", type=positive_int, default=20, help="steered steps per puzzle")
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench_fidelity)
+
+    b = bench.add_parser("entropy", help="plot mean remaining masked entropy per step for each sampler")
+    b.add_argument("--file", required=True)
+    b.add_argument("--samplers", type=split_specs, required=True)
+    b.add_argument("--out", required=True, help="PNG file")
+    b.add_argument("--limit", type=positive_int, default=100)
+    b.add_argument("--steps", type=positive_int, default=81)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.set_defaults(func=cmd_bench_entropy)
+
+
+def cmd_bench_sudoku(args: argparse.Namespace) -> int:
+    from tabes.bench.sudoku import run_sudoku_bench
+    from tabes.files import check_output_dir
+    from tabes.loading import load
+
+    check_output_dir(args.out, "--out")
+    model = load(args.model)
+    records = run_sudoku_bench(
+        args.file,
+        args.samplers,
+        args.steps,
+        args.out,
+        limit=args.limit,
+        by_source=args.by_source,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        model=model,
+        progress=not args.no_progress,
+        timing=args.timing or 0,
+        timing_repeats=args.timing_repeats,
+        force_new=args.force_new,
+    )
+    print(f"{len(records)} cells in {args.out}/results.jsonl; report: {args.out}/report.md")
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from tabes.bench.train import loss_curve_png, run_train_bench
+    from tabes.files import atomic_write_text, check_output_dir
+
+    out = check_output_dir(args.out, "--out") if args.out else None
+    rows = run_train_bench(args.settings, steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=not args.json)
+    if out is not None:
+        atomic_write_text(out / "train_bench.json", json.dumps(rows, indent=1) + "\n")
+        loss_curve_png(rows, out / "train_curve.png")
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "losses"} for r in rows]))
+        return 0
+    print(f"Training throughput, shipped Sudoku architecture, batch {args.batch_size}, {args.steps} steps, {rows[0]['threads']} threads")
+    print(f"{'setting':<14}{'samples/s':>10}{'speedup':>9}{'loss first':>12}{'loss last':>11}")
+    for r in rows:
+        print(f"{r['setting']:<14}{r['samples_per_s']:>10.1f}{r['speedup'] or 0:>9.2f}{r['loss_first']:>12.4f}{r['loss_last']:>11.4f}")
+    return 0
+
+
+def cmd_bench_aqa(args: argparse.Namespace) -> int:
+    from tabes.bench.aqa import AQABenchConfig, run_aqa_bench
+
+    cfg = AQABenchConfig(d_model=args.d_model, n_layers=args.layers, repeats=args.repeats, seed=args.seed)
+    rows = run_aqa_bench(args.lengths, args.rhos, cfg, progress=not args.json)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(
+        f"ActiveQueryAttention backward vs dense (d_model={cfg.d_model}, heads={cfg.n_heads}, layers={cfg.n_layers}, "
+        f"batch={cfg.batch}, {cfg.candidates} candidates, median of {cfg.repeats})"
+    )
+    cols = ["L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_only_ms", "attn_only_ratio", "kv_ms", "kv_ratio", "attn_share", "bound"]
+    print(" ".join(f"{c:>12}" for c in cols))
+    for r in rows:
+        print(" ".join(f"{r[c]:>12.3f}" if isinstance(r[c], float) else f"{r[c]:>12}" for c in cols))
+    return 0
+
+
+def cmd_bench_step(args: argparse.Namespace) -> int:
+    from tabes.bench.aqa import step_ratio
+    from tabes.loading import load
+
+    rows = []
+    sudoku_model = load() if 81 in args.lengths else None
+    for L in args.lengths:
+        for spec in args.samplers:
+            model = sudoku_model if L == 81 else None  # L = 81: the shipped Sudoku model; else the AQA benchmark architecture
+            row = step_ratio(L, model=model, batch=args.batch if args.batch else (64 if L == 81 else 1), repeats=args.repeats, sampler=spec)
+            rows.append(row)
+            if not args.json:
+                ms = f"confidence {row['confidence_ms']:>9.2f} ms  step {row['boe_ms']:>9.2f} ms"
+                print(f"L={L:>5} batch={row['batch']:>3} {spec:<28} {ms}  ratio {row['step_ratio']:.3f}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    from tabes.bench.fidelity import tis_fidelity
+    from tabes.loading import load
+    from tabes.samplers.boe import BoEConfig
+    from tabes.tasks import sudoku
+
+    records = sudoku.read_csv(args.file)[: args.limit]
+    rows = tis_fidelity(load(args.model), [r.cells for r in records], config=BoEConfig(r=args.r), max_steps_per_puzzle=args.max_steps)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"TIS fidelity vs dense backward ({len(records)} puzzles, r={args.r}, up to {args.max_steps} steered steps each)")
+    for r in rows:
+        head = f"{r['mode']:>10} {r['active']:<18} point={r['point']:<5}"
+        agree = f"top-b agreement {r['top_b_agreement']}  vs true drop {r['spearman_true_drop']}"
+        print(f"{head} spearman {r['spearman']}  {agree}  ({r['n_steps']} steps)")
+    return 0
+
+
+def cmd_bench_entropy(args: argparse.Namespace) -> int:
+    from tabes.bench.plots import entropy_curves, entropy_plot
+    from tabes.files import check_output_file
+    from tabes.loading import load
+    from tabes.samplers import get_sampler
+    from tabes.tasks import sudoku
+
+    for spec in args.samplers:
+        get_sampler(spec)
+    check_output_file(args.out, "--out")
+    records = sudoku.read_csv(args.file)[: args.limit]
+    curves = entropy_curves(load(args.model), [r.cells for r in records], args.samplers, steps=args.steps, seed=args.seed)
+    entropy_plot(curves, args.out, title=f"{len(records)} puzzles from {Path(args.file).name}, {args.steps} steps")
+    for spec, ys in curves.items():
+        print(f"{spec}: {' '.join(f'{v:.2f}' for v in ys[:: max(1, len(ys) // 10)])}")
+    print(f"wrote {args.out}")
+    return 0

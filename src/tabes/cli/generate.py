@@ -1,0 +1,78 @@
+"""``tabes generate`` (complete a prompt with a transformers MDM) and ``tabes lm-eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tabes.cli.common import nonneg_float, positive_int
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("generate", help="complete a text prompt with a transformers MDM checkpoint")
+    p.add_argument("--model", required=True, help="local checkpoint folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--sampler", default="confidence")
+    p.add_argument("--steps", type=positive_int, default=64)
+    p.add_argument("--gen-length", type=positive_int, default=64)
+    p.add_argument("--block-length", type=positive_int)
+    p.add_argument("--temperature", type=nonneg_float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", choices=["masked-lm", "llada", "dream"], help="default: from the checkpoint's config")
+    p.add_argument("--mask-id", type=int, help="mask token id when the tokenizer has none")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code to run")
+    p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
+    p.add_argument("--json", action="store_true", help="print completion, forward/backward counts and time as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    sub.add_parser(
+        "lm-eval",
+        help="run lm-evaluation-harness with the 'tabes' model type registered (needs the eval extra)",
+        description="Every argument goes to the harness's own command line, e.g. "
+        "tabes lm-eval --model tabes --model_args pretrained=PATH,sampler=boe,steps=64,gen_length=64 --tasks TASK",
+        add_help=False,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tabes.loading import load
+    from tabes.samplers import get_sampler
+    from tabes.tasks.text import generate_text
+
+    sampler = get_sampler(args.sampler)
+    opts = {"trust_remote_code": args.trust_remote_code}
+    if args.kind:
+        opts["kind"] = args.kind
+    if args.mask_id is not None:
+        opts["mask_id"] = args.mask_id
+    model = load(args.model, **opts)
+    res = generate_text(
+        model,
+        [args.prompt],
+        gen_length=args.gen_length,
+        steps=args.steps,
+        block_length=args.block_length,
+        sampler=sampler,
+        temperature=args.temperature,
+        seed=args.seed,
+        stop_at_eos=not args.no_eos_stop,
+    )
+    out = res.output
+    if args.json:
+        rec = {"prompt": args.prompt, "completion": res.texts[0], "sampler": sampler.name}
+        rec.update(forwards=int(out.forwards[0]), backwards=int(out.backwards[0]), steps=int(out.steps[0]), seconds=round(out.seconds, 4))
+        print(json.dumps(rec))
+    else:
+        print(res.texts[0])
+    return 0
+
+
+def cmd_lm_eval(argv: list[str]) -> int:
+    """Hand ``argv`` to lm-evaluation-harness's command line with the ``tabes`` model registered."""
+    try:
+        from tabes.integrations.lm_eval import main as lm_eval_main
+    except ImportError as err:
+        print(f"tabes: error: lm-eval needs the eval extra: pip install 'tabes[eval]' ({err})", file=sys.stderr)
+        return 2
+    return lm_eval_main(argv)

@@ -1,0 +1,78 @@
+"""``tabes train sudoku``: train or resume a Sudoku MDM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from tabes.cli.common import UserError, fraction, model_option, nonneg_int, positive_int
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train (or resume) a Sudoku MDM on generated puzzles")
+    p.add_argument("task", choices=["sudoku"])
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
+    p.add_argument("--max-steps", type=positive_int, default=20000, help="schedule length")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=nonneg_int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--decay-frac", type=fraction, default=0.2, help="the last fraction of --max-steps decays the learning rate to 5%%")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16: bfloat16 autocast, float32 weights")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the training step")
+    p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=positive_int, default=500)
+    p.add_argument("--pool-size", type=positive_int, default=20000, help="generated training puzzles to hold")
+    p.add_argument("--pool-dir", action="append", help="extra folder of generated puzzle .npz files")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="processes generating the puzzle pool (0: one per core)")
+    p.add_argument("--weighting", choices=["none", "1/t"], default="none")
+    p.add_argument("--model-opt", action="append", help="model option key=value for a new run, e.g. d_model=128")
+    p.add_argument("--resume", action="store_true", help="continue from the model and state in --out")
+    p.add_argument("--init-from", help="copy a model folder ('shipped' = the shipped Sudoku model) into --out and continue training it")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tabes.files import check_output_dir
+    from tabes.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out=args.out,
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        decay_frac=args.decay_frac,
+        precision=args.precision,
+        compile=not args.no_compile,
+        hard_frac=args.hard_frac,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        pool_size=args.pool_size,
+        pool_dirs=args.pool_dir or [],
+        workers=args.workers,
+        weighting=args.weighting,
+        model=dict(model_option(item) for item in args.model_opt or []),
+    )
+    dst = check_output_dir(args.out, "--out")
+    resume = args.resume
+    if args.init_from:
+        from tabes.loading import default_model_path
+
+        src = default_model_path() if args.init_from == "shipped" else Path(args.init_from)
+        if (dst / "model.safetensors").exists():
+            raise UserError(f"--init-from: {dst} already holds a model; use --resume to continue it")
+        if not (src / "model.safetensors").is_file():
+            raise FileNotFoundError(f"model file not found: {src / 'model.safetensors'}")
+        for name in ("model.safetensors", "config.json", "train_state.json", "train_state.safetensors", "train_log.jsonl"):
+            if (src / name).is_file():
+                shutil.copy(src / name, dst / name)
+        resume = True
+    state = train(cfg, resume=resume, progress=not args.no_progress)
+    print(json.dumps(state))
+    return 0
