@@ -107,9 +107,9 @@ def generate(
     x = ids.clone()
     B, L = x.shape
     fixed = x != mask_id  # (B, L) given positions
-    forwards = torch.zeros(B, dtype=torch.long)
-    backwards = torch.zeros(B, dtype=torch.long)
-    nsteps = torch.zeros(B, dtype=torch.long)
+    forwards = torch.zeros(B, dtype=torch.long, device=x.device)
+    backwards = torch.zeros(B, dtype=torch.long, device=x.device)
+    nsteps = torch.zeros(B, dtype=torch.long, device=x.device)
     records: list[dict[str, Any]] = []
     sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
 
@@ -129,7 +129,7 @@ def generate(
     step = 0
     try:
         for block, ((lo, hi), block_steps) in enumerate(plan):
-            in_block = torch.zeros(L, dtype=torch.bool)
+            in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
             in_block[lo:hi] = True
             for s in range(block_steps):
                 # 1. masked positions of the block; rows with none sit this step out

@@ -86,15 +86,15 @@ class BestOfN:
         masked = x == model.mask_id
         if region is not None:
             masked &= region
-        forwards = torch.zeros(B, dtype=torch.long)
-        backwards = torch.zeros(B, dtype=torch.long)
-        nsteps = torch.zeros(B, dtype=torch.long)
+        forwards = torch.zeros(B, dtype=torch.long, device=x.device)
+        backwards = torch.zeros(B, dtype=torch.long, device=x.device)
+        nsteps = torch.zeros(B, dtype=torch.long, device=x.device)
         records: list[dict[str, Any]] = []
         for (lo, hi), block_steps in plan_blocks(masked, steps, block_length):
             block = torch.zeros(L, dtype=torch.bool, device=x.device)
             block[lo:hi] = True
             # one seed per block, shared by the rows: row b's particles depend only on row b
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else "cpu"))
             for b in range(B):
                 if not (masked[b] & block).any():
                     continue
@@ -111,7 +111,7 @@ class BestOfN:
                     region=block & masked[b],
                     eos_id=eos_id,
                 )
-                score = torch.zeros(n)
+                score = torch.zeros(n, device="cpu")  # trace values are Python floats
                 for rec in out.trace:
                     score[rec["row"]] += rec["masked_entropy"]
                 best = int(score.argmin())

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tabes.files import atomic_path, atomic_write_text
 from tabes.models.mdm import MDM, MDMConfig
 from tabes.tasks import sudoku
 
@@ -103,9 +104,8 @@ def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def save_pool(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
     """Write a pool file (``puzzles``, ``solutions``, ``hard``) atomically."""
     hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions, hard=hard)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions, hard=hard)
 
 
 def sample_indices(hard: np.ndarray, n: int, hard_frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -236,11 +236,10 @@ def _save_state(out: Path, model: MDM, opt: torch.optim.Optimizer, cfg: TrainCon
         for k, v in st.items():
             tensors[f"{i}.{k}"] = v.detach().reshape(-1) if v.dim() == 0 else v.detach().contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
-    save_file(tensors, str(out / "train_state.safetensors"))
+    with atomic_path(out / "train_state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     meta = {**state, "config": asdict(cfg), "numpy_rng": rng.bit_generator.state}
-    tmp = out / "train_state.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, default=int))
-    tmp.replace(out / "train_state.json")
+    atomic_write_text(out / "train_state.json", json.dumps(meta, indent=1, default=int))
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -307,7 +306,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     log_path = out / "train_log.jsonl"
     if resume and log_path.is_file():  # drop records written after the checkpoint we resume from
         kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= state["step"]]
-        log_path.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(log_path, "".join(line + "\n" for line in kept))
     log = log_path.open("a")
     deadline = time.perf_counter() + cfg.minutes * 60
     t0 = time.perf_counter()

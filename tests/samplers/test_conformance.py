@@ -132,3 +132,14 @@ def test_region_leaves_masks_outside(tiny_seq_model):
     out = generate(tiny_seq_model, ids, sampler="confidence", steps=3, region=region)
     assert not (out.sequences[:, 4:10] == tiny_seq_model.mask_id).any()
     assert (out.sequences[:, :4] == tiny_seq_model.mask_id).all() and (out.sequences[:, 10:] == tiny_seq_model.mask_id).all()
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_tensor_takes_the_inputs_device(name, tiny_sudoku_model, sudoku_ids):
+    """With the default device set to 'meta', a tensor made without ``device=`` lands on meta
+    and the first op that mixes it with the (CPU) model's tensors fails."""
+    g = torch.Generator().manual_seed(0)
+    with torch.device("meta"):
+        out = generate(tiny_sudoku_model, sudoku_ids, sampler=name, steps=6, generator=g, trace=True)
+    assert out.sequences.device.type == "cpu" and out.forwards.device.type == "cpu"
+    assert not (out.sequences == tiny_sudoku_model.mask_id).any()

@@ -305,11 +305,14 @@ class MDM(nn.Module):
         """Write ``model.safetensors`` and ``config.json`` into the folder ``path``."""
         from safetensors.torch import save_file
 
+        from tabes.files import atomic_path, atomic_write_text
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **asdict(self.config)}, indent=2) + "\n")
+        with atomic_path(path / "model.safetensors") as tmp:  # a kill never leaves half a checkpoint
+            save_file(state, str(tmp))
+        atomic_write_text(path / "config.json", json.dumps({"model_type": MODEL_TYPE, **asdict(self.config)}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> MDM:

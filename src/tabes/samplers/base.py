@@ -116,3 +116,10 @@ def top_k_mask(scores: Tensor, allowed: Tensor, k: Tensor) -> Tensor:
 def config_fields(config: Any) -> dict[str, Any]:
     """The fields of a sampler config as a plain dict."""
     return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def uniform(n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(n,) uniform noise drawn from ``generator`` (on the generator's own device, so a CPU
+    generator also drives a CUDA decode) and moved to ``device``."""
+    src = generator.device if generator is not None else "cpu"
+    return torch.rand(n, generator=generator, dtype=dtype, device=src).to(device)

@@ -226,7 +226,7 @@ class BoESampler:
         B, L = state.x.shape
         # a row has probes iff it has more masked positions than candidates (known before the forward)
         n_cand = torch.clamp(state.budget, min=cfg.r)
-        steer = (state.maskable.sum(-1) > n_cand) if cfg.use_tis else torch.zeros(B, dtype=torch.bool)
+        steer = (state.maskable.sum(-1) > n_cand) if cfg.use_tis else torch.zeros(B, dtype=torch.bool, device=state.x.device)
         one_pass = cfg.point == "mask" and bool(steer.any())
         # 1. forward (with gradients from the input embeddings when the entropy is linearised here)
         rows = steer.nonzero().squeeze(-1)
@@ -253,10 +253,10 @@ class BoESampler:
         cand = top_k_mask(conf, state.maskable, n_cand)
         probes = state.maskable & ~cand
         if cfg.rho < 1:
-            probes = top_k_mask(ent, probes, torch.full((B,), math.ceil(cfg.rho * L), dtype=torch.long))
+            probes = top_k_mask(ent, probes, torch.full((B,), math.ceil(cfg.rho * L), dtype=torch.long, device=state.x.device))
         # 3-5. surrogate forward (or the step's own), backward, TIS on the rows that have probes
-        tis = torch.zeros(B, L)
-        future = torch.zeros(B)
+        tis = torch.zeros(B, L, device=state.x.device)
+        future = torch.zeros(B, device=state.x.device)
         if one_pass:
             with torch.enable_grad():
                 h = _probe_entropy(logits, probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
@@ -283,7 +283,9 @@ class BoESampler:
         info = {
             "candidates": [cand[b].nonzero().squeeze(-1).tolist() for b in range(B)],
             "probes": [int(n) for n in probes.sum(-1)],
-            "tis": [[round(v, 6) for v in tis[b][cand[b]].tolist()] for b in range(B)],
+            "tis": [tis[b][cand[b]].tolist() for b in range(B)],
+            "cand_confidence": [conf[b][cand[b]].tolist() for b in range(B)],
+            "cand_entropy": [ent[b][cand[b]].tolist() for b in range(B)],
             "h_t": [h_t] * B,
             "future_entropy": [round(float(v), 6) for v in future],
             "fallback": [cfg.use_tis and not bool(s) for s in steer],

@@ -18,7 +18,7 @@ import torch
 
 from tabes.protocol import Denoiser, predict
 from tabes.samplers import register
-from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.base import StepResult, StepState, top_k_mask, uniform
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class LookaheadSampler:
         logc = pred.confidence.clamp_min(1e-30).log()  # (B, L)
         sets = [top_k_mask(logc, state.maskable, state.budget)]
         for _ in range(k - 1):
-            u = torch.rand(state.x.shape[1], generator=state.generator, dtype=torch.float64).clamp_min(1e-300)
+            u = uniform(state.x.shape[1], state.generator, state.x.device, torch.float64).clamp_min(1e-300)
             gumbel = (-torch.log(-torch.log(u))).float().to(logc.device)  # (L,) shared by the rows
             sets.append(top_k_mask(logc + self.config.noise * gumbel, state.maskable, state.budget))
         if k == 1:
@@ -67,5 +67,5 @@ class LookaheadSampler:
         # (their own entropy leaves the sum), i.e. exactly the risky choices
         spent = (pred.entropy[None] * cand).sum(-1)  # (k, B)
         best = (remaining + spent).argmin(0)  # (B,), ties -> the first (greedy) set
-        commit = cand[best, torch.arange(state.x.shape[0])]
+        commit = cand[best, torch.arange(state.x.shape[0], device=state.x.device)]
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info={"lookahead_entropy": (remaining + spent).T.tolist()})

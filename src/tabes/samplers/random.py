@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from tabes.protocol import Denoiser
 from tabes.samplers import register
-from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.base import StepResult, StepState, top_k_mask, uniform
 
 
 @dataclass(frozen=True)
@@ -32,6 +30,6 @@ class RandomSampler:
         pred = state.predict(model)
         # one draw of L scores per step, shared by the rows: a row's order then does not
         # depend on the batch it is decoded in (each row's order is still uniformly random)
-        scores = torch.rand(state.x.shape[1], generator=state.generator).to(state.x.device)
+        scores = uniform(state.x.shape[1], state.generator, state.x.device)
         commit = top_k_mask(scores.expand_as(state.maskable), state.maskable, state.budget)
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred)

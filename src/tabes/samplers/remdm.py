@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from tabes.protocol import Denoiser
 from tabes.samplers import register
-from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.base import StepResult, StepState, top_k_mask, uniform
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class ReMDMSampler:
         commit = top_k_mask(pred.confidence, state.maskable, state.budget)
         remask = None
         if self.config.eta > 0 and state.t >= self.config.t_off:
-            u = torch.rand(state.x.shape[1], generator=state.generator).to(state.x.device)  # shared by the rows
+            u = uniform(state.x.shape[1], state.generator, state.x.device)  # shared by the rows
             committed_before = (state.x != model.mask_id) & ~state.fixed
             remask = committed_before & (u < self.config.eta)
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, remask=remask)
