@@ -69,7 +69,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def _solve_one(args: argparse.Namespace, sampler) -> int:
     import sys
 
-    from tabes import load
+    from tabes.loading import load
     from tabes.tasks import sudoku
 
     cells = sudoku.parse_puzzle(args.puzzle)
@@ -169,7 +169,7 @@ def _record(rec, res, sudoku) -> dict:
 def _solve_file(args: argparse.Namespace, sampler) -> int:
     import sys
 
-    from tabes import load
+    from tabes.loading import load
     from tabes.progress import progress_bar
     from tabes.tasks import sudoku
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from tabes.protocol import Denoiser, select_rows
-from tabes.samplers import register
+from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
 
 ACTIVE_SETS = ("candidates", "candidates+probes", "dense")

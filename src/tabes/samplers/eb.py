@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from tabes.protocol import Denoiser
-from tabes.samplers import register
+from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
 
 

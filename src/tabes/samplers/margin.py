@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tabes.protocol import Denoiser
-from tabes.samplers import register
+from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
 
 
