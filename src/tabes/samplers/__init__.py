@@ -10,11 +10,10 @@ Example:
 
 from __future__ import annotations
 
-from tabes.samplers.base import Sampler, StepResult, StepState, top_k_mask
-from tabes.samplers.registry import available, describe, get_sampler, parse_spec, register, spec_label
-
 # importing the modules registers the samplers
 from tabes.samplers import boe, confidence, eb, entropy, lookahead, margin, random, remdm, threshold  # noqa: E402,F401
+from tabes.samplers.base import Sampler, StepResult, StepState, top_k_mask
+from tabes.samplers.registry import available, describe, get_sampler, parse_spec, register, spec_label
 
 __all__ = [
     "Sampler",

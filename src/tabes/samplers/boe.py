@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 from tabes.protocol import Denoiser, select_rows
-from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.registry import register
 
 ACTIVE_SETS = ("candidates", "candidates+probes", "dense")
 NORMS = ("minmax", "rank")

@@ -17,8 +17,8 @@ from typing import ClassVar
 import torch
 
 from tabes.protocol import Denoiser, predict
-from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask, uniform
+from tabes.samplers.registry import register
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tabes.protocol import Denoiser
-from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.registry import register
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 
 from tabes.protocol import Denoiser
-from tabes.samplers.registry import register
 from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.registry import register
 
 
 @dataclass(frozen=True)
