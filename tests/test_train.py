@@ -169,3 +169,28 @@ def test_pool_files_carry_the_hard_flags(tmp_path):
     assert puzzles.shape == (12, 81) and hard.shape == (12,)
     expected = [sudoku.needs_search(list(map(int, x))) for x in p]
     assert hard.tolist() == expected + expected
+
+
+def test_evaluation_scores_each_band_of_an_eval_file(tmp_path):
+    from tests.conftest import PUZZLES
+
+    sol = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+    f = tmp_path / "dev.csv"
+    f.write_text(f"puzzle,solution,source\n{PUZZLES[0]},{sol},a:1\n{PUZZLES[0]},{sol},a:2\n{PUZZLES[0]},{sol},b:1\n{PUZZLES[1]},,b:2\n")
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"),
+        max_steps=2,
+        batch_size=4,
+        eval_every=2,
+        eval_puzzles=2,
+        pool_size=8,
+        workers=1,
+        compile=False,
+        eval_file=str(f),
+        eval_per_band=1,
+        model=dict(d_model=16, n_layers=1, n_heads=2),
+    )
+    train(cfg, progress=False)
+    rec = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines() if "bands" in x][-1]
+    assert rec["band_puzzles"] == {"a": 1, "b": 1} and set(rec["bands"]) == {"a", "b"}
+    assert all(0 <= v <= 1 for v in rec["bands"].values())

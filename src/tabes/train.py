@@ -55,6 +55,8 @@ class TrainConfig:
     pool_dirs: list[str] = field(default_factory=list)  # extra folders of pool *.npz files
     eval_every: int = 500
     eval_puzzles: int = 128
+    eval_file: str | None = None  # optional CSV of real puzzles (puzzle, solution, source) also scored at each evaluation
+    eval_per_band: int = 50  # puzzles per source band of eval_file (the first ones in file order)
     log_every: int = 50
     seed: int = 0
     model: dict = field(default_factory=dict)  # MDMConfig overrides for a new run
@@ -217,6 +219,18 @@ def evaluate(model: MDM, puzzles: np.ndarray, solutions: np.ndarray, batch_size:
     return solved / max(len(puzzles), 1)
 
 
+def eval_bands(path: str, per_band: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The first ``per_band`` puzzles of each source band of a CSV with solutions, as arrays."""
+    from collections import defaultdict
+
+    groups: dict[str, list] = defaultdict(list)
+    for r in sudoku.read_csv(path):
+        name = r.source.split(":", 1)[0] or "all"
+        if r.solution is not None and len(groups[name]) < per_band:
+            groups[name].append((r.cells, r.solution))
+    return {k: (np.array([c for c, _ in v], np.uint8), np.array([s for _, s in v], np.uint8)) for k, v in sorted(groups.items())}
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -301,6 +315,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         save_pool(pool_dir / f"gen_{cfg.seed}_{len(puzzles)}.npz", p, s)
         puzzles, solutions, hard = load_pool(dirs)
     eval_p, eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
+    bands = eval_bands(cfg.eval_file, cfg.eval_per_band) if cfg.eval_file else {}
 
     train_step = TrainStep(model, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
     log_path = out / "train_log.jsonl"
@@ -349,12 +364,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             if state["step"] % cfg.eval_every == 0:
                 acc = evaluate(model, eval_p, eval_s)
                 state["eval_solved"] = acc
-                log.write(
-                    json.dumps(
-                        {"step": state["step"], "eval_solved": acc, "eval_puzzles": len(eval_p), "seconds": round(state["seconds"], 1)}
-                    )
-                    + "\n"
-                )
+                rec = {"step": state["step"], "eval_solved": acc, "eval_puzzles": len(eval_p), "seconds": round(state["seconds"], 1)}
+                if bands:
+                    rec["bands"] = {name: round(evaluate(model, p, s), 4) for name, (p, s) in bands.items()}
+                    rec["band_puzzles"] = {name: len(p) for name, (p, _) in bands.items()}
+                log.write(json.dumps(rec) + "\n")
                 log.flush()
                 _save_state(out, model, opt, cfg, state, rng)
                 new = load_pool(dirs)  # pick up puzzles generated meanwhile

@@ -25,6 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=positive_int, default=500)
+    p.add_argument("--eval-file", help="CSV of real puzzles (with solutions and sources) scored per band at each evaluation")
+    p.add_argument("--eval-per-band", type=positive_int, default=50, help="puzzles per band of --eval-file")
     p.add_argument("--pool-size", type=positive_int, default=20000, help="generated training puzzles to hold")
     p.add_argument("--pool-dir", action="append", help="extra folder of generated puzzle .npz files")
     p.add_argument("--workers", type=nonneg_int, default=0, help="processes generating the puzzle pool (0: one per core)")
@@ -53,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         hard_frac=args.hard_frac,
         seed=args.seed,
         eval_every=args.eval_every,
+        eval_file=args.eval_file,
+        eval_per_band=args.eval_per_band,
         pool_size=args.pool_size,
         pool_dirs=args.pool_dir or [],
         workers=args.workers,
