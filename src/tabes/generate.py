@@ -6,7 +6,8 @@
             2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
             3. result  = sampler.step(denoiser, state)    # forwards/backwards are counted
             4. commit result.tokens at result.commit; apply result.remask (never on given
-               positions, never on a block's last step); after an EOS, fill the row with EOS
+               positions, never on a block's last step); after an EOS, fill the row with EOS;
+               keep result.carry for the row's next step (StepState.carry)
             5. trace   = one record per row: positions, tokens, confidence, entropy, extras
 
 Positions that are not masked on input are *given* and never change. Each block's last step
@@ -111,6 +112,8 @@ def generate(
     backwards = torch.zeros(B, dtype=torch.long, device=x.device)
     nsteps = torch.zeros(B, dtype=torch.long, device=x.device)
     records: list[dict[str, Any]] = []
+    carry: Tensor | None = None  # (B, ...) each row's sampler memory from its previous step
+    has_carry = torch.zeros(B, dtype=torch.bool, device=x.device)
     sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
 
     if region is not None:
@@ -157,6 +160,7 @@ def generate(
                     temperature=temperature,
                     generator=generator,
                     attention_mask=None if attention_mask is None else attention_mask[rows],
+                    carry=None if carry is None or not bool(has_carry[rows].all()) else carry[rows],
                 )
                 counted = CountingDenoiser(model, rows, forwards, backwards)
                 result = sampler.step(counted, state)
@@ -172,6 +176,11 @@ def generate(
                     xr = torch.where(ended & (xr == mask_id) & ~state.fixed, eos_id, xr)
                 x[rows] = xr
                 nsteps[rows] += 1
+                if result.carry is not None:
+                    if carry is None:
+                        carry = result.carry.new_zeros((B, *result.carry.shape[1:]))
+                    carry[rows] = result.carry
+                    has_carry[rows] = True
                 # 5. trace
                 if trace:
                     pred = result.prediction

@@ -240,7 +240,7 @@ def load_hf(
             mask_id = LLADA_MASK_ID
     if mask_id is None:
         if tokenizer is None:
-            raise ValueError(f"{path}: no tokenizer files (tokenizer.json / vocab) in the folder, so no mask token id; save the tokenizer there")
+            raise ValueError(f"{path}: no tokenizer files in the folder, so no mask token id; save the tokenizer there")
         raise ValueError(f"{path}: no mask token id in the tokenizer or config; pass mask_id=...")
     return HFDenoiser(
         model,

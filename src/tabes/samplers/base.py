@@ -29,6 +29,9 @@ class StepState:
         steps_left: steps left in the current block, this one included.
         generator: the only source of randomness a sampler may use.
         attention_mask: optional (B, L) bool, False on padding.
+        carry: what this sampler returned as ``StepResult.carry`` at the row's previous step
+            (rows of this step), or None at a row's first step: per-row memory across steps,
+            e.g. the previous step's distributions (KLASS).
     """
 
     x: Tensor
@@ -42,6 +45,7 @@ class StepState:
     generator: torch.Generator | None
     attention_mask: Tensor | None = None
     steps_left: int = 1
+    carry: Tensor | None = None
 
     def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
         """One forward pass on ``x`` (default: the current ids) with this step's temperature."""
@@ -68,6 +72,8 @@ class StepResult:
         prediction: the forward pass the decision used, for tracing.
         remask: optional (B, L) bool, previously committed positions to mask again (ReMDM).
         info: per-row extra trace fields, each a list of length B of JSON-able values.
+        carry: optional (B, ...) tensor the loop hands back as ``StepState.carry`` at each
+            row's next step.
     """
 
     commit: Tensor
@@ -75,6 +81,7 @@ class StepResult:
     prediction: Prediction
     remask: Tensor | None = None
     info: dict[str, list[Any]] = field(default_factory=dict)
+    carry: Tensor | None = None
 
 
 class Sampler(Protocol):
