@@ -199,3 +199,40 @@ def test_row_stops_growing_after_eos():
     assert out.steps[0] == 2  # EOS at step 1 fills 6..9; step 2 decodes position 4
     given_eos = generate(stub, torch.tensor([[12, 2, 3, 4] + [13] * 6]), sampler="confidence", steps=6, eos_id=12)
     assert given_eos.sequences[0, 0] == 12 and given_eos.steps[0] == 2  # a given EOS does not end the row
+
+
+def test_pickle_weights_need_allow_pickle(tmp_path):
+    path = tmp_path / "bert_bin"
+    _bert().save_pretrained(path, safe_serialization=False)
+    assert list(path.glob("*.bin")) and not list(path.glob("*.safetensors"))
+    with pytest.raises(ValueError, match="only pickle weights.*allow_pickle"):
+        tabes.load(path, mask_id=MASK)
+    assert isinstance(tabes.load(path, mask_id=MASK, allow_pickle=True), HFDenoiser)
+
+
+def test_bfloat16_weights_decode_on_the_cpu(tmp_path):
+    from tabes.tasks.text import generate_text
+
+    path = tmp_path / "bert"
+    _bert_with_tokenizer(path)
+    model = tabes.load(path, dtype="bfloat16")
+    assert model.token_embeddings().dtype == torch.bfloat16
+    for sampler in ("confidence", "boe"):
+        res = generate_text(model, ["the cat"], gen_length=4, steps=4, sampler=sampler)
+        assert len(res.texts) == 1 and res.output.forwards[0] >= 4
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        tabes.load(path, dtype="float8")
+
+
+def test_clear_errors_for_long_generations_and_wrong_kinds(tmp_path):
+    from tabes.cli import main
+    from tabes.tasks.text import generate_text
+
+    path = tmp_path / "bert"
+    _bert_with_tokenizer(path)
+    model = tabes.load(path)
+    with pytest.raises(ValueError, match="more than the model's"):
+        generate_text(model, ["the cat"], gen_length=model.max_positions, steps=4)
+    with pytest.raises(ValueError, match="kind 'llada' does not fit"):
+        tabes.load(path, kind="llada")
+    assert main(["generate", "--model", str(path), "--prompt", "the", "--gen-length", "100000"]) == 2

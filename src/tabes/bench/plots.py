@@ -185,3 +185,24 @@ def entropy_plot(curves: dict[str, list[float]], path: str | Path, title: str = 
     if title:
         ax.set_title(title, fontsize=9)
     return save_figure(plt, fig, path)
+
+
+def training_curve_png(log: list[dict], path: str | Path, title: str = "") -> Path:
+    """Held-out solved fraction (and each real-puzzle band, where logged) against training steps,
+    from the evaluation records of a ``train_log.jsonl``."""
+    plt = pyplot()
+    evals = [r for r in log if "eval_solved" in r]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.plot([r["step"] for r in evals], [100 * r["eval_solved"] for r in evals], "k-o", ms=3, lw=2, label="generated held-out")
+    bands = sorted({b for r in evals for b in r.get("bands", {})})
+    for i, b in enumerate(bands):
+        pts = [(r["step"], 100 * r["bands"][b]) for r in evals if b in r.get("bands", {})]
+        ax.plot(*zip(*pts), "-o", ms=3, lw=1, color=plt.cm.tab10(i % 10), label=b)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("solved % (greedy confidence, 81 steps)")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(plt, fig, path)

@@ -22,6 +22,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--kind", choices=["masked-lm", "llada", "dream"], help="default: from the checkpoint's config")
     p.add_argument("--mask-id", type=int, help="mask token id when the tokenizer has none")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code to run")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights when the folder has no safetensors")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights' dtype (default: as stored, float32)")
     p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
     p.add_argument("--json", action="store_true", help="print completion, forward/backward counts and time as JSON")
     p.set_defaults(func=cmd_generate)
@@ -41,7 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tabes.tasks.text import generate_text
 
     sampler = get_sampler(args.sampler)
-    opts = {"trust_remote_code": args.trust_remote_code}
+    opts = {"trust_remote_code": args.trust_remote_code, "allow_pickle": args.allow_pickle, "device": args.device, "dtype": args.dtype}
     if args.kind:
         opts["kind"] = args.kind
     if args.mask_id is not None:

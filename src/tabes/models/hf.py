@@ -189,6 +189,12 @@ class HFDenoiser:
         finally:
             _ACTIVE.reset(token)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the checkpoint's position embeddings were configured for (None if unknown)."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else None
+
     def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
         """(B, L) ids -> (B, L, V) logits."""
         return self.logits_from_embeds(self.embed(ids), attention_mask=attention_mask)
@@ -202,11 +208,16 @@ def load_hf(
     mask_id: int | None = None,
     device: str = "cpu",
     aqa_mode: str = "exact",
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
 ) -> HFDenoiser:
     """Load a local transformers checkpoint folder as a :class:`HFDenoiser` (never downloads).
 
     ``kind="auto"`` picks ``llada`` or ``dream`` from the config's model type or
     architectures, else ``masked-lm``. Remote code runs only with ``trust_remote_code=True``.
+    Weights load from safetensors; pickle ``.bin`` weights (which can run code when loaded)
+    only with ``allow_pickle=True``. ``dtype`` (e.g. ``torch.bfloat16``) is the weights'
+    dtype; None keeps float32.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -222,31 +233,49 @@ def load_hf(
     if "auto_map" in raw and not trust_remote_code:
         raise ValueError(f"{path} needs its own model code (auto_map in config.json); pass trust_remote_code=True to run it")
     common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    weights = dict(common, use_safetensors=None if allow_pickle else True)
+    if dtype is not None:
+        weights["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = dtype
+    if not allow_pickle and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        raise ValueError(f"{path} has only pickle weights (*.bin), which can run code; pass allow_pickle=True (--allow-pickle) if trusted")
     tokenizer = None
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
     except Exception:  # noqa: BLE001  (a checkpoint without tokenizer files still decodes ids)
         tokenizer = None
-    if kind == "masked-lm":
-        model = transformers.AutoModelForMaskedLM.from_pretrained(path, **common)
-    else:
+    auto = transformers.AutoModelForMaskedLM
+    if kind != "masked-lm":
         auto = transformers.AutoModel if "auto_map" in raw else transformers.AutoModelForCausalLM
-        model = auto.from_pretrained(path, **common)
+    try:
+        model = auto.from_pretrained(path, **weights)
+    except (ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')}): {first}") from None
     model = model.to(device)
     if mask_id is None:
         mask_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
         mask_id = mask_id if mask_id is not None else raw.get("mask_token_id")
         if mask_id is None and kind == "llada":
             mask_id = LLADA_MASK_ID
+            if mask_id >= model.get_input_embeddings().weight.shape[0]:
+                raise ValueError(
+                    f"{path}: kind 'llada' does not fit this checkpoint ({raw.get('model_type')}): LLaDA's mask id {mask_id} "
+                    f"is outside its vocabulary of {model.get_input_embeddings().weight.shape[0]} tokens"
+                )
     if mask_id is None:
         if tokenizer is None:
             raise ValueError(f"{path}: no tokenizer files in the folder, so no mask token id; save the tokenizer there")
         raise ValueError(f"{path}: no mask token id in the tokenizer or config; pass mask_id=...")
-    return HFDenoiser(
-        model,
-        mask_id=int(mask_id),
-        tokenizer=tokenizer,
-        logit_shift=1 if kind == "dream" else 0,
-        bidirectional=kind in ("llada", "dream") and "auto_map" not in raw,
-        aqa_mode=aqa_mode,
-    )
+    try:
+        return HFDenoiser(
+            model,
+            mask_id=int(mask_id),
+            tokenizer=tokenizer,
+            logit_shift=1 if kind == "dream" else 0,
+            bidirectional=kind in ("llada", "dream") and "auto_map" not in raw,
+            aqa_mode=aqa_mode,
+        )
+    except ValueError as err:
+        if "outside" in str(err):  # a mask id the caller gave: their value, their message
+            raise
+        raise ValueError(f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')}): {err}") from None

@@ -54,12 +54,16 @@ def generate_text(
     P = max(len(e) for e in encoded)
     pad = tok.pad_token_id if tok.pad_token_id is not None else model.mask_id
     B, L = len(prompts), P + gen_length
-    ids = torch.full((B, L), model.mask_id, dtype=torch.long)
-    attention_mask = torch.ones(B, L, dtype=torch.bool)
+    limit = getattr(model, "max_positions", None)
+    if limit is not None and limit < L:
+        raise ValueError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {L} positions, more than the model's {limit}")
+    device = model.token_embeddings().device  # the model's device: inputs go where the weights are
+    ids = torch.full((B, L), model.mask_id, dtype=torch.long, device=device)
+    attention_mask = torch.ones(B, L, dtype=torch.bool, device=device)
     for b, e in enumerate(encoded):
         ids[b, : P - len(e)] = pad
         attention_mask[b, : P - len(e)] = False
-        ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long)
+        ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long, device=device)
     eos = tok.eos_token_id if stop_at_eos else None
     out = decode(
         model,
