@@ -23,9 +23,10 @@ Model arguments (``model_args``, comma-separated ``key=value``):
   ``min(max_gen_toks, gen_length)`` tokens with proportionally fewer steps;
 - ``temperature`` (0 = greedy), ``seed``, ``batch_size``, ``eos_stop`` (``false`` lets rows
   run past an EOS token: EOS "flooding" is then decoded like any other token);
-- ``kind``, ``mask_id``, ``trust_remote_code``, ``device``: passed to :func:`tabes.load`
-  (``device`` defaults to CUDA when available; a CUDA device on a machine without one falls
-  back to the CPU with a warning).
+- ``kind``, ``mask_id``, ``trust_remote_code``, ``device``, ``dtype`` (``float32``,
+  ``bfloat16``, ``float16``), ``allow_pickle``: passed to :func:`tabes.load` (``device``
+  defaults to CUDA when available; a CUDA device on a machine without one falls back to the
+  CPU with a warning).
 
 ``generate_until`` cuts each completion at the first of the request's stop strings.
 ``loglikelihood`` and ``loglikelihood_rolling`` raise ``NotImplementedError``: a masked
@@ -134,6 +135,8 @@ class TabesLM(LM):
         mask_id: int | None = None,
         trust_remote_code: bool | str = False,
         device: str | None = None,
+        dtype: str | None = None,
+        allow_pickle: bool | str = False,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -141,7 +144,12 @@ class TabesLM(LM):
         unknown = {k: v for k, v in unknown.items() if k not in ("max_batch_size",) and v is not None}
         if unknown:
             raise ValueError(f"unknown tabes model_args: {sorted(unknown)}")
-        opts: dict[str, Any] = {"trust_remote_code": _to_bool("trust_remote_code", trust_remote_code)}
+        opts: dict[str, Any] = {
+            "trust_remote_code": _to_bool("trust_remote_code", trust_remote_code),
+            "allow_pickle": _to_bool("allow_pickle", allow_pickle),
+        }
+        if dtype not in (None, "", "auto"):
+            opts["dtype"] = dtype
         if kind:
             opts["kind"] = kind
         if mask_id is not None:
