@@ -63,15 +63,14 @@ class StubDenoiser:
 
 
 @pytest.fixture(params=["kept", "fused", "recomputed"])
-def probs_path(request, monkeypatch):
+def probs_path(request):
     """Run a test through every ActiveQueryAttention backward: P kept from the forward (small
     problems), the fused kernel on the active rows, and P recomputed from the log-sum-exp
     (large problems)."""
-    import tabes.ops.aqa
+    from tabes.ops.aqa import kernels
 
-    monkeypatch.setattr(tabes.ops.aqa, "KEEP_PROBS_MAX", 1 << 40 if request.param == "kept" else 0)
-    monkeypatch.setattr(tabes.ops.aqa, "FUSED_BACKWARD", request.param == "fused")
-    return request.param
+    with kernels(keep_probs_max=1 << 40 if request.param == "kept" else 0, fused_backward=request.param == "fused"):
+        yield request.param
 
 
 @pytest.fixture()

@@ -61,19 +61,19 @@ def test_exact_differs_from_dense_gradient():
 
 def test_training_attention_equals_sdpa_in_values_and_gradients():
     """The explicit kernel used for training (no active set) against PyTorch's SDPA, float64."""
-    from tabes.ops.aqa import dense_kernel
+    from tabes.ops.aqa import kernels
 
     q, k, v, b, _ = _inputs(dtype=torch.float64)
     w = torch.randn(2, 3, 17, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     outs = []
     for kernel in ("explicit", "sdpa"):
-        with dense_kernel(kernel):
+        with kernels(dense=kernel):
             out = attention(q, k, v, bias=b)
         outs.append((out, torch.autograd.grad((out * w).sum(), (q, k, v, b))))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     for f, s in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(f, s)
-    with pytest.raises(ValueError, match="dense kernel"), dense_kernel("flash"):
+    with pytest.raises(ValueError, match="dense kernel"), kernels(dense="flash"):
         pass
 
 

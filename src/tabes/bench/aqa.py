@@ -25,13 +25,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from tabes.models.mdm import MDM, MDMConfig
+from tabes.ops.aqa import kernels
 from tabes.samplers.boe import future_entropy
 
 
@@ -101,33 +100,6 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
     return run, cand | probes
 
 
-class _AttentionWithFreeBackward(torch.autograd.Function):
-    """Dense attention whose backward costs nothing (it returns zeros): with it in place, the
-    model's backward time is the time of everything but attention."""
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.shape = q.shape
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return (grad.new_zeros(ctx.shape),) * 3 + (None,)
-
-
-@contextmanager
-def _attention_backward_free():
-    """Swap the model's attention for one whose backward is free, for timing the rest."""
-    import tabes.models.mdm as mdm
-
-    original = mdm.attention
-    mdm.attention = lambda q, k, v, *, bias=None, **_: _AttentionWithFreeBackward.apply(q, k, v, bias)
-    try:
-        yield
-    finally:
-        mdm.attention = original
-
-
 def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | None = None, progress: bool = True) -> list[dict]:
     """Rows ``{L, rho, dense_ms, aqa_ms, kv_ms, ratio, kv_ratio, attn_share, bound}``, one per (L, rho)."""
     cfg = cfg or AQABenchConfig()
@@ -160,7 +132,7 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
                 times["aqa"].append(run(active, "exact"))
                 times["attn_only"].append(run(active, "exact", skip_rows=False))
                 times["kv"].append(run(active, "kv"))
-                with _attention_backward_free():
+                with kernels(free_backward=True):
                     times["rest"].append(run(None))  # the dense backward without attention's
             med = {key: statistics.median(v) for key, v in times.items()}
             d = med["dense"]

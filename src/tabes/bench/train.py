@@ -19,7 +19,6 @@ the mean losses of the first and last ``window`` steps; ``losses`` holds the who
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from tabes.models.mdm import MDM, MDMConfig
-from tabes.ops.aqa import dense_kernel
+from tabes.ops.aqa import kernels
 from tabes.tasks import sudoku
 from tabes.train import TrainConfig, TrainStep, make_batch, make_optimizer, sample_indices
 
@@ -92,8 +91,7 @@ def run_train_bench(
         for s, step, times, losses in runs:
             rng.bit_generator.state = batch_rng_state  # the same masks for every setting
             t0 = time.perf_counter()
-            kernel = dense_kernel(s.kernel) if s.kernel != "explicit" else contextlib.nullcontext()
-            with kernel:
+            with kernels(dense=s.kernel):
                 losses.append(step(*make_batch(puzzles[idx], solutions[idx], 0.2, rng)))
             times.append(time.perf_counter() - t0)
         if bar is not None:

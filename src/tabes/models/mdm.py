@@ -80,7 +80,14 @@ def sudoku_relations(grid: int = 9) -> Tensor:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    Written once. ``input_grad_only`` switches the three linear pieces (q/k/v, output
+    projection, MLP) and the norms to their input-gradient-only, row-skipping forms
+    (:mod:`tabes.ops.rows`: same values, a backward that skips rows whose gradient is zero
+    or unread, parameters as constants); the ``kv`` path of :meth:`MDM._active_rows_logits`
+    calls :meth:`qkv_proj` and :meth:`after_attention` on the active rows only.
+    """
 
     def __init__(self, cfg: MDMConfig) -> None:
         super().__init__()
@@ -93,6 +100,20 @@ class Block(nn.Module):
         self.fc = nn.Linear(d, cfg.mlp_ratio * d)
         self.out = nn.Linear(cfg.mlp_ratio * d, d)
 
+    def qkv_proj(self, x: Tensor, input_grad_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, L, D) residual stream -> q, k, v, each (B, L, D)."""
+        if input_grad_only:
+            return linear_rows(_layer_norm(self.ln1, x), self.qkv.weight, self.qkv.bias, blocks=3).chunk(3, dim=-1)
+        return self.qkv(self.ln1(x)).chunk(3, dim=-1)
+
+    def after_attention(self, x: Tensor, y: Tensor, input_grad_only: bool = False) -> Tensor:
+        """Residual stream (B, L, D) and attention output (B, L, D) -> the block's output (B, L, D)."""
+        if input_grad_only:
+            x = x + linear_rows(y, self.proj.weight, self.proj.bias)
+            return x + mlp_rows(_layer_norm(self.ln2, x), self.fc.weight, self.fc.bias, self.out.weight, self.out.bias)
+        x = x + self.proj(y)
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
     def forward(
         self,
         x: Tensor,
@@ -103,26 +124,13 @@ class Block(nn.Module):
         input_grad_only: bool = False,
     ) -> Tensor:
         """(B, L, D) -> (B, L, D). ``active``/``aqa_mode``/``grad_rows``: see :func:`tabes.ops.aqa.attention`;
-        ``input_grad_only``: the row-skipping backward of :meth:`_input_gradient_only` (needs ``active``)."""
-        if input_grad_only:
-            return self._input_gradient_only(x, bias, active, grad_rows)
+        ``input_grad_only``: the exact sparse adjoint with row-skipping linears (needs ``active``)."""
         B, L, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x (B, L, D)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        y = attention(q, k, v, bias=bias, active=active, mode=aqa_mode, grad_rows=grad_rows)  # (B, H, L, Dh)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, L, D))
-        return x + self.out(F.gelu(self.fc(self.ln2(x))))
-
-    def _input_gradient_only(self, x: Tensor, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None) -> Tensor:
-        """The same values as the dense path; the backward computes input gradients only
-        (parameters are constants) and skips every row whose gradient is exactly zero or not
-        needed (:mod:`tabes.ops.rows`), with the exact ActiveQueryAttention in between."""
-        B, L, D = x.shape
-        q, k, v = linear_rows(_layer_norm(self.ln1, x), self.qkv.weight, self.qkv.bias, blocks=3).split(D, dim=-1)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        y = attention(q, k, v, bias=bias, active=active, mode="exact", grad_rows=grad_rows)  # (B, H, L, Dh)
-        x = x + linear_rows(y.transpose(1, 2).reshape(B, L, D), self.proj.weight, self.proj.bias)
-        return x + mlp_rows(_layer_norm(self.ln2, x), self.fc.weight, self.fc.bias, self.out.weight, self.out.bias)
+        heads = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in self.qkv_proj(x, input_grad_only))
+        q, k, v = heads  # (B, H, L, Dh) each
+        mode = "exact" if input_grad_only else aqa_mode
+        y = attention(q, k, v, bias=bias, active=active, mode=mode, grad_rows=grad_rows)  # (B, H, L, Dh)
+        return self.after_attention(x, y.transpose(1, 2).reshape(B, L, D), input_grad_only)
 
 
 def _layer_norm(ln: nn.LayerNorm, x: Tensor) -> Tensor:
@@ -274,8 +282,8 @@ class MDM(nn.Module):
         dummy[..., L] = float("-inf")
         for blk, bias, h in zip(self.blocks, biases, hidden):
             with torch.no_grad():
-                _, k_full, v_full = blk.qkv(blk.ln1(h)).split(D, dim=-1)  # (B, L, D)
-            qa, ka, va = blk.qkv(blk.ln1(xa)).split(D, dim=-1)  # (B, A, D)
+                _, k_full, v_full = blk.qkv_proj(h)  # (B, L, D)
+            qa, ka, va = blk.qkv_proj(xa)  # (B, A, D)
             k = put(pad(k_full), ka).view(B, L + 1, H, D // H).transpose(1, 2)  # (B, H, L+1, Dh)
             v = put(pad(v_full), va).view(B, L + 1, H, D // H).transpose(1, 2)
             q = qa.view(B, A, H, D // H).transpose(1, 2)  # (B, H, A, Dh)
@@ -285,8 +293,7 @@ class MDM(nn.Module):
                 b = b.gather(2, idx.clamp_max(L - 1)[:, None, :, None].expand(B, H, A, L + 1))  # (B, H, A, L+1)
                 mask = b + dummy
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (B, H, A, Dh)
-            xa = xa + blk.proj(y.transpose(1, 2).reshape(B, A, D))
-            xa = xa + blk.out(F.gelu(blk.fc(blk.ln2(xa))))
+            xa = blk.after_attention(xa, y.transpose(1, 2).reshape(B, A, D))
         logits_a = self.head(self.ln_f(xa))  # (B, A, V)
         return put(pad(full), logits_a)[:, :L]
 

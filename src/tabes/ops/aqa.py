@@ -18,14 +18,14 @@ rows that need it:
 - when the upstream gradient dO is zero outside A (the last layer of a BoE backward, whose
   outputs matter only at the probes): dV = P_A^T dO_A, O(|A| L d). Every gradient then comes
   from the active rows alone, and on the CPU the whole backward is PyTorch's fused attention
-  backward run on the gathered active query rows (``FUSED_BACKWARD``);
+  backward run on the gathered active query rows (``Kernels.fused_backward``);
 - when only the rows ``grad_rows`` of q, k, v need a gradient (the first layer, whose inputs
   matter only at the candidates): dV_G = P[:, G]^T dO, O(L |G| d);
 - otherwise the full P is recomputed: one L x L x d product, the only dense one.
 
 Nothing of size L x L is kept between the forward and the backward: the forward is PyTorch's
 fused attention, which also returns the log-sum-exp on the CPU. Small problems (P with at most
-``KEEP_PROBS_MAX`` elements, e.g. the Sudoku model's L = 81) keep P from an explicit forward
+``Kernels.keep_probs_max`` elements, e.g. the Sudoku model's L = 81) keep P from an explicit forward
 instead, where recomputing would cost more than storing. The tests run every backward (kept P,
 fused, recomputed) against the reference.
 
@@ -48,6 +48,7 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -148,21 +149,63 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> 
     return torch.softmax(s, dim=-1) @ v, lse
 
 
-_DENSE_KERNEL: contextvars.ContextVar[str] = contextvars.ContextVar("tabes_dense_kernel", default="explicit")
+@dataclass(frozen=True)
+class Kernels:
+    """Which kernel each attention path uses; change them for a block of code with :func:`kernels`.
+
+    Attributes:
+        dense: attention with autograd and no active set (training): ``"explicit"``
+            (:func:`dense_attention`) or ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``).
+        keep_probs_max: problems whose P has at most this many elements keep it from the
+            forward (small L, where recomputing costs more than storing); larger ones recompute
+            the rows they need from the per-row log-sum-exp.
+        fused_backward: on the CPU, when dO is zero outside the active rows and no bias
+            gradient is needed, run PyTorch's fused attention backward on the active rows.
+        free_backward: benches only: dense attention whose backward returns zeros, so a
+            model's backward time is the time of everything but attention.
+    """
+
+    dense: str = "explicit"
+    keep_probs_max: int = 1 << 22
+    fused_backward: bool = True
+    free_backward: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dense not in ("explicit", "sdpa"):
+            raise ValueError(f"dense kernel must be 'explicit' or 'sdpa', got {self.dense!r}")
+        if self.keep_probs_max < 0:
+            raise ValueError(f"keep_probs_max must be >= 0, got {self.keep_probs_max}")
+
+
+_KERNELS: contextvars.ContextVar[Kernels] = contextvars.ContextVar("tabes_aqa_kernels", default=Kernels())  # noqa: B039 (frozen)
 
 
 @contextlib.contextmanager
-def dense_kernel(name: str) -> Iterator[None]:
-    """Choose the kernel of dense attention with autograd (training) inside the block:
-    ``"explicit"`` (the default, :func:`dense_attention`) or ``"sdpa"`` (PyTorch's
-    ``scaled_dot_product_attention``, the trainer's kernel before; ``tabes bench train``'s baseline)."""
-    if name not in ("explicit", "sdpa"):
-        raise ValueError(f"dense kernel must be 'explicit' or 'sdpa', got {name!r}")
-    token = _DENSE_KERNEL.set(name)
+def kernels(**changes) -> Iterator[Kernels]:
+    """Use :class:`Kernels` with ``changes`` inside the block (per thread / task, restored after).
+
+    Example:
+        >>> with kernels(dense="sdpa"):  # doctest: +SKIP
+        ...     loss = model(ids).sum()
+    """
+    token = _KERNELS.set(replace(_KERNELS.get(), **changes))
     try:
-        yield
+        yield _KERNELS.get()
     finally:
-        _DENSE_KERNEL.reset(token)
+        _KERNELS.reset(token)
+
+
+class _AttentionWithFreeBackward(torch.autograd.Function):
+    """Dense attention whose backward returns zeros (``Kernels.free_backward``)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.shape = q.shape
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (grad.new_zeros(ctx.shape),) * 3 + (None,)
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
@@ -175,24 +218,16 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Ten
     Scores are clamped at -1e4, so a row whose keys are all masked averages V instead of
     giving NaN (such rows are padding and are never read).
     """
-    if _DENSE_KERNEL.get() == "sdpa":
+    if _KERNELS.get().dense == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     s = _scores(q, k, bias).clamp_min(-1e4)  # (B, H, L, L)
     p = torch.softmax(s, dim=-1, dtype=torch.float32 if s.dtype in (torch.float16, torch.bfloat16) else s.dtype)
     return p.to(v.dtype) @ v
 
 
-# Problems whose probability matrix P has at most this many elements keep it from the forward
-# (small L, where recomputing it costs more than storing it); larger ones recompute the rows
-# they need from the per-row log-sum-exp.
-KEEP_PROBS_MAX = 1 << 22
-# On the CPU, when dO is zero outside the active rows and no bias gradient is needed, the
-# backward is PyTorch's fused attention backward run on the active query rows only.
-FUSED_BACKWARD = True
-
-
 def _fused_backward_op():
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None) if FUSED_BACKWARD else None
+    fused = _KERNELS.get().fused_backward
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None) if fused else None
 
 
 class _ActiveQueryAttention(torch.autograd.Function):
@@ -201,7 +236,7 @@ class _ActiveQueryAttention(torch.autograd.Function):
         ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, active: Tensor, grad_rows: Tensor | None, kv_approx: bool
     ) -> Tensor:
         B, H, L, _ = q.shape
-        if B * H * L * k.shape[2] <= KEEP_PROBS_MAX:
+        if B * H * L * k.shape[2] <= _KERNELS.get().keep_probs_max:
             p, lse = torch.softmax(_scores(q, k, bias), dim=-1), None  # (B, H, L, L), kept
             out = p @ v
         else:
@@ -395,6 +430,8 @@ def attention(
         raise ValueError(f"AQA mode must be one of {AQA_MODES}, got {mode!r}")
     if not torch.is_grad_enabled():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    if _KERNELS.get().free_backward:
+        return _AttentionWithFreeBackward.apply(q, k, v, bias)
     if active is None:
         q, k, v = (_constant_outside(t, grad_rows) for t in (q, k, v))
         return dense_attention(q, k, v, bias)
