@@ -68,8 +68,9 @@ def run_train_bench(
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(SETTINGS)}")
-    if steps <= warmup or steps < window:
-        raise ValueError(f"steps ({steps}) must exceed warmup ({warmup}) and be at least window ({window})")
+    if steps <= warmup:
+        raise ValueError(f"steps ({steps}) must exceed the {warmup} warm-up steps")
+    window = min(window, steps)
     puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
     hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
     runs = []
