@@ -58,7 +58,7 @@ def run_train_bench(
     *,
     steps: int = 300,
     batch_size: int = 128,
-    pool: int = 2000,
+    pool: int | None = None,
     warmup: int = 5,
     window: int = 20,
     seed: int = 0,
@@ -71,6 +71,7 @@ def run_train_bench(
     if steps <= warmup:
         raise ValueError(f"steps ({steps}) must exceed the {warmup} warm-up steps")
     window = min(window, steps)
+    pool = pool or min(2000, max(64, steps * batch_size // 4))  # generated puzzles the batches draw from
     puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
     hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
     runs = []
