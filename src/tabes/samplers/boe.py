@@ -21,7 +21,8 @@ or ``"dense"`` (no AQA; the -AQA ablation).
 
 Endgame: a row with no probes left (every masked position is a candidate) has nothing to steer
 by, so it falls back to confidence order for that step and skips steps 3-5 (no surrogate
-forward, no backward). The trace marks such rows with ``"fallback": true``.
+forward, no backward). The trace marks such rows with ``"fallback": true`` (so are the rows
+that adaptive steering, ``ambiguity < 1``, leaves to confidence order); ``"steered"`` is its opposite.
 
 Gradients are enabled only inside step 3-4, and only the injected embeddings are inputs of
 ``torch.autograd.grad``: nothing accumulates on model parameters.
@@ -70,6 +71,12 @@ class BoEConfig:
             other end of the segment (1 forward + 1 backward per step). Its active set is every
             masked position (known before the forward), so it needs active "candidates+probes"
             or "dense".
+        ambiguity: adaptive steering. A row is steered only when confidence order is
+            ambiguous there: the gap between its b-th and (b+1)-th most confident masked
+            positions (b = the step's budget) is below this value; other rows commit by
+            confidence and skip the surrogate forward and the backward. 1.0 (the default)
+            steers every step. With point="mask" the step's forward already ran with
+            gradients, so only a batch in which no row is ambiguous skips the backward.
     """
 
     r: int = 4
@@ -82,6 +89,7 @@ class BoEConfig:
     norm: str = "minmax"
     use_tis: bool = True
     point: str = "soft"
+    ambiguity: float = 1.0
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -100,6 +108,8 @@ class BoEConfig:
             raise ValueError(f"active must be one of {ACTIVE_SETS}, got {self.active!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not 0 <= self.ambiguity <= 1:
+            raise ValueError(f"ambiguity must be in [0, 1], got {self.ambiguity}")
         if self.point not in POINTS:
             raise ValueError(f"point must be one of {POINTS}, got {self.point!r}")
         if self.point == "mask" and self.active == "candidates":
@@ -121,6 +131,15 @@ def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
     span = hi - lo
     out = torch.where(span > 0, (tis - lo) / span.clamp_min(1e-30), torch.ones_like(tis))
     return out.where(cand, 0.0)
+
+
+def _confidence_gap(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
+    """(B,) gap between each row's b-th and (b+1)-th most confident maskable positions (1 when
+    nothing follows the b-th: confidence order is then not ambiguous)."""
+    top = conf.masked_fill(~maskable, -1.0).sort(-1, descending=True).values  # (B, L)
+    kth = top.gather(1, (budget - 1).clamp_min(0)[:, None]).squeeze(1)
+    nxt = top.gather(1, budget.clamp_max(top.shape[1] - 1)[:, None]).squeeze(1)
+    return torch.where(nxt >= 0, kth - nxt, torch.ones_like(kth))
 
 
 def _probe_entropy(logits: Tensor, probes: Tensor, mask_id: int) -> Tensor:
@@ -249,6 +268,8 @@ class BoESampler:
         else:
             pred = state.predict(model)
         conf, ent = pred.confidence, pred.entropy
+        if cfg.ambiguity < 1:  # adaptive steering: only where confidence order is ambiguous
+            steer = steer & (_confidence_gap(conf, state.maskable, state.budget) < cfg.ambiguity)
         # 2. prefilter: top-r by confidence (never fewer than the budget)
         cand = top_k_mask(conf, state.maskable, n_cand)
         probes = state.maskable & ~cand
@@ -257,13 +278,16 @@ class BoESampler:
         # 3-5. surrogate forward (or the step's own), backward, TIS on the rows that have probes
         tis = torch.zeros(B, L, device=state.x.device)
         future = torch.zeros(B, device=state.x.device)
-        if one_pass:
+        rows_steered = steer[rows] if one_pass else None
+        rows = steer.nonzero().squeeze(-1)  # after the ambiguity gate
+        if one_pass and rows.numel():
+            keep = rows_steered.nonzero().squeeze(-1)  # the gated rows among those the forward ran with gradients
             with torch.enable_grad():
-                h = _probe_entropy(logits, probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
+                h = _probe_entropy(logits[keep], probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
                 (grad,) = torch.autograd.grad(h.sum(), emb)  # rows are independent
-            tis[rows] = _tis(grad, soft_embeddings(model, pred.probs[rows], cfg.tau), model, cand[rows])
+            tis[rows] = _tis(grad[keep], soft_embeddings(model, pred.probs[rows], cfg.tau), model, cand[rows])
             future[rows] = h.detach().float()
-        elif rows.numel():
+        elif not one_pass and rows.numel():
             sub = select_rows(model, rows)
             am = None if state.attention_mask is None else state.attention_mask[rows]
             t_sub, f_sub = token_influence(
@@ -289,5 +313,6 @@ class BoESampler:
             "h_t": [h_t] * B,
             "future_entropy": [round(float(v), 6) for v in future],
             "fallback": [cfg.use_tis and not bool(s) for s in steer],
+            "steered": [bool(s) for s in steer],
         }
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info=info)
