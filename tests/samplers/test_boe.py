@@ -238,3 +238,20 @@ def test_adaptive_steering_steers_only_ambiguous_steps(point, tiny_sudoku_model,
         assert rec["steered"] == (not rec["fallback"])
     if point == "soft":  # skipped steps cost no surrogate forward and no backward
         assert some.backwards.sum() < always.backwards.sum() and some.forwards.sum() < always.forwards.sum()
+
+
+def test_consistency_puts_candidates_the_surrogate_contradicts_last(tiny_sudoku_model, sudoku_ids):
+    with pytest.raises(ValueError, match="consistency needs"):
+        get_sampler("boe:consistency=true,point=mask")
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe:consistency=true,r=8", steps=20, trace=True)
+    flagged = [r for r in out.trace if r["inconsistent"]]
+    assert flagged, "the random model's surrogate never disagreed: the test cannot tell"
+    checked = 0
+    for rec in flagged:
+        consistent = len(rec["candidates"]) - len(rec["inconsistent"])
+        if rec["budget"] <= consistent:  # enough consistent candidates: none of the others is committed
+            assert not set(rec["positions"]) & set(rec["inconsistent"]), rec
+            checked += 1
+        else:  # all consistent ones, then the best of the others
+            assert len(set(rec["positions"]) - set(rec["inconsistent"])) == consistent, rec
+    assert checked > 0

@@ -77,6 +77,10 @@ class BoEConfig:
             confidence and skip the surrogate forward and the backward. 1.0 (the default)
             steers every step. With point="mask" the step's forward already ran with
             gradients, so only a batch in which no row is ambiguous skips the backward.
+        consistency: for parallel decoding (budgets above 1): the surrogate forward predicts
+            every candidate with the other candidates injected; candidates whose argmax there
+            differs from the step's proposal go last (committed only if the budget needs
+            them), the consistent ones are ranked by the usual score. Needs point="soft".
     """
 
     r: int = 4
@@ -90,6 +94,7 @@ class BoEConfig:
     use_tis: bool = True
     point: str = "soft"
     ambiguity: float = 1.0
+    consistency: bool = False
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -108,6 +113,8 @@ class BoEConfig:
             raise ValueError(f"active must be one of {ACTIVE_SETS}, got {self.active!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.consistency and self.point != "soft":
+            raise ValueError("consistency needs the surrogate forward of point='soft', got point='mask'")
         if not 0 <= self.ambiguity <= 1:
             raise ValueError(f"ambiguity must be in [0, 1], got {self.ambiguity}")
         if self.point not in POINTS:
@@ -194,7 +201,8 @@ def token_influence(
     active: str,
     attention_mask: Tensor | None = None,
     point: str = "soft",
-) -> tuple[Tensor, Tensor]:
+    return_tokens: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Steps 3-5: the Token Influence Score of every candidate.
 
     Args:
@@ -207,7 +215,9 @@ def token_influence(
             embeddings (see :class:`BoEConfig`; its AQA active set is every masked position).
 
     Returns:
-        tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row.
+        tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row; with
+        ``return_tokens`` also the (B, L) argmax tokens of the surrogate forward (each
+        position predicted with the candidates injected).
     """
     soft = soft_embeddings(model, probs, tau)  # (B, L, D) e~ at every position; used at candidates
     with torch.no_grad():
@@ -221,12 +231,18 @@ def token_influence(
         inj = (soft if point == "soft" else base).clone().requires_grad_(True)
         embeds = torch.where(candidates[..., None], inj, base)  # (B, L, D)
         # only the candidates' gradient is read
-        future = future_entropy(model, embeds, probes, attention_mask=attention_mask, active=act, grad_rows=candidates)  # (B,) H~
+        logits = model.logits_from_embeds(embeds, attention_mask=attention_mask, active=act, grad_rows=candidates)  # (B, L, V)
+        future = _probe_entropy(logits, probes, model.mask_id)  # (B,) H~
         if future.requires_grad:
             (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
         else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
             grad = torch.zeros_like(inj)
-    return _tis(grad, soft, model, candidates), future.detach()
+    tis = _tis(grad, soft, model, candidates)
+    if not return_tokens:
+        return tis, future.detach()
+    proposals = logits.detach().clone()
+    proposals[..., model.mask_id] = float("-inf")
+    return tis, future.detach(), proposals.argmax(-1)
 
 
 @register
@@ -277,6 +293,7 @@ class BoESampler:
             probes = top_k_mask(ent, probes, torch.full((B,), math.ceil(cfg.rho * L), dtype=torch.long, device=state.x.device))
         # 3-5. surrogate forward (or the step's own), backward, TIS on the rows that have probes
         tis = torch.zeros(B, L, device=state.x.device)
+        inconsistent = torch.zeros(B, L, dtype=torch.bool, device=state.x.device)
         future = torch.zeros(B, device=state.x.device)
         rows_steered = steer[rows] if one_pass else None
         rows = steer.nonzero().squeeze(-1)  # after the ambiguity gate
@@ -290,10 +307,20 @@ class BoESampler:
         elif not one_pass and rows.numel():
             sub = select_rows(model, rows)
             am = None if state.attention_mask is None else state.attention_mask[rows]
-            t_sub, f_sub = token_influence(
-                sub, state.x[rows], pred.probs[rows], cand[rows], probes[rows], tau=cfg.tau, active=cfg.active, attention_mask=am
+            t_sub, f_sub, tok_sub = token_influence(
+                sub,
+                state.x[rows],
+                pred.probs[rows],
+                cand[rows],
+                probes[rows],
+                tau=cfg.tau,
+                active=cfg.active,
+                attention_mask=am,
+                return_tokens=True,
             )
             tis[rows], future[rows] = t_sub, f_sub
+            if cfg.consistency:
+                inconsistent[rows] = cand[rows] & (tok_sub != pred.tokens[rows])
         # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty
         h_t = cfg.h_max * state.t
         penalty = (h_t - ent).clamp_min(0) ** 2
@@ -301,6 +328,7 @@ class BoESampler:
         if cfg.use_tis:
             score = gate * _normalise(tis, cand, cfg.norm) - cfg.lambda_ac * penalty
             score = torch.where(steer[:, None], score, conf)  # endgame (no probes): confidence order
+            score = score - 1e3 * inconsistent  # the surrogate contradicts them: last, only if the budget needs them
         else:
             score = gate - cfg.lambda_ac * penalty
         commit = top_k_mask(score, cand, state.budget)
@@ -314,5 +342,6 @@ class BoESampler:
             "future_entropy": [round(float(v), 6) for v in future],
             "fallback": [cfg.use_tis and not bool(s) for s in steer],
             "steered": [bool(s) for s in steer],
+            "inconsistent": [inconsistent[b].nonzero().squeeze(-1).tolist() for b in range(B)],
         }
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info=info)
