@@ -24,41 +24,33 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def positive_int(text: str) -> int:
+def _number(kind, text: str, low: float, low_ok: bool, high: float | None = None):
+    """``kind(text)`` checked against ``low`` (inclusive when ``low_ok``) and ``high``, as argparse wants."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if not (value >= low if low_ok else value > low):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be {'>=' if low_ok else '>'} {low:g}, got {value}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, 0, False)
 
 
 def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(int, text, 0, True)
 
 
 def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(float, text, 0, True)
 
 
 def fraction(text: str) -> float:
-    value = nonneg_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+    return _number(float, text, 0, True, 1.0)
 
 
 def csv_list(kind):

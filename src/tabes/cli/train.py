@@ -42,25 +42,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tabes.files import check_output_dir
     from tabes.train import TrainConfig, train
 
+    same = ("out", "minutes", "max_steps", "batch_size", "lr", "warmup", "decay_frac", "precision", "hard_frac", "seed")
+    same += ("eval_every", "eval_file", "eval_per_band", "pool_size", "workers", "weighting")
     cfg = TrainConfig(
-        out=args.out,
-        minutes=args.minutes,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        decay_frac=args.decay_frac,
-        precision=args.precision,
+        **{name: getattr(args, name) for name in same},
         compile=not args.no_compile,
-        hard_frac=args.hard_frac,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        eval_file=args.eval_file,
-        eval_per_band=args.eval_per_band,
-        pool_size=args.pool_size,
         pool_dirs=args.pool_dir or [],
-        workers=args.workers,
-        weighting=args.weighting,
         model=dict(model_option(item) for item in args.model_opt or []),
     )
     dst = check_output_dir(args.out, "--out")
