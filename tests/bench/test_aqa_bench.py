@@ -9,11 +9,13 @@ from tabes.cli import main
 
 def test_bench_aqa_json_rows(capsys):
     assert (
-        main(["bench", "aqa", "--lengths", "24,40", "--rhos", "0.5,1.0", "--d-model", "32", "--layers", "1", "--repeats", "1", "--json"])
+        main(["bench", "aqa", "--lengths", "24,40", "--rhos", "0.5,1.0", "--d-model", "32", "--layers", "1,2", "--repeats", "1", "--json"])
         == 0
     )
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["L"], r["rho"]) for r in rows] == [(24, 0.5), (24, 1.0), (40, 0.5), (40, 1.0)]
+    cells = [(24, 0.5), (24, 1.0), (40, 0.5), (40, 1.0)]
+    assert [(r["layers"], r["L"], r["rho"]) for r in rows] == [(n, *c) for n in (1, 2) for c in cells]
+    assert all(r["default_ratio"] == r["ratio"] for r in rows)  # the models' default mode is exact
     for r in rows:
         assert {"L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_share", "bound", "attn_only_ms", "kv_ms"} <= set(r)
         assert r["dense_ms"] > 0 and r["aqa_ms"] > 0 and 0 <= r["attn_share"] <= 1

@@ -40,7 +40,7 @@ class AQABenchConfig:
 
     d_model: int = 512
     n_heads: int = 8
-    n_layers: int = 2
+    n_layers: int = 8  # the shipped Sudoku model's depth
     vocab_size: int = 256
     batch: int = 1
     candidates: int = 4
@@ -101,7 +101,7 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
 
 
 def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | None = None, progress: bool = True) -> list[dict]:
-    """Rows ``{L, rho, dense_ms, aqa_ms, kv_ms, ratio, kv_ratio, attn_share, bound}``, one per (L, rho)."""
+    """Rows ``{L, rho, layers, dense_ms, aqa_ms, kv_ms, ratio, kv_ratio, attn_share, bound, default_ratio}``, one per (L, rho)."""
     cfg = cfg or AQABenchConfig()
     for L in lengths:
         if cfg.candidates >= L:
@@ -150,6 +150,9 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
                     "kv_ratio": round(med["kv"] / d, 3),
                     "attn_share": round(share, 3),
                     "bound": round(1 - share, 3),
+                    "layers": cfg.n_layers,
+                    # the ratio of the mode BoE runs with by default (the models' default aqa_mode)
+                    "default_ratio": round(med["aqa" if MDMConfig.aqa_mode == "exact" else "kv"] / d, 3),
                 }
             )
             if bar is not None:

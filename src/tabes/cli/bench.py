@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--lengths", type=csv_list(int), default=[256, 1024, 2048, 4096])
     b.add_argument("--rhos", type=csv_list(float), default=[0.1, 0.25, 0.5, 1.0])
     b.add_argument("--d-model", type=positive_int, default=512)
-    b.add_argument("--layers", type=positive_int, default=2)
+    b.add_argument("--layers", type=csv_list(int), default=[8], help="model depths, e.g. 2,8,32 (default: the shipped model's 8)")
     b.add_argument("--repeats", type=positive_int, default=5)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
@@ -125,16 +125,21 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_bench_aqa(args: argparse.Namespace) -> int:
     from tabes.bench.aqa import AQABenchConfig, run_aqa_bench
 
-    cfg = AQABenchConfig(d_model=args.d_model, n_layers=args.layers, repeats=args.repeats, seed=args.seed)
-    rows = run_aqa_bench(args.lengths, args.rhos, cfg, progress=not args.json)
+    if any(n <= 0 for n in args.layers):
+        raise ValueError(f"--layers must be positive, got {args.layers}")
+    rows = []
+    for layers in args.layers:
+        cfg = AQABenchConfig(d_model=args.d_model, n_layers=layers, repeats=args.repeats, seed=args.seed)
+        rows += run_aqa_bench(args.lengths, args.rhos, cfg, progress=not args.json)
     if args.json:
         print(json.dumps(rows))
         return 0
     print(
-        f"ActiveQueryAttention backward vs dense (d_model={cfg.d_model}, heads={cfg.n_heads}, layers={cfg.n_layers}, "
+        f"ActiveQueryAttention backward vs dense (d_model={cfg.d_model}, heads={cfg.n_heads}, layers={args.layers}, "
         f"batch={cfg.batch}, {cfg.candidates} candidates, median of {cfg.repeats})"
     )
-    cols = ["L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_only_ms", "attn_only_ratio", "kv_ms", "kv_ratio", "attn_share", "bound"]
+    cols = ["layers", "L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_only_ms", "attn_only_ratio", "kv_ms", "kv_ratio"]
+    cols += ["attn_share", "bound"]
     print(" ".join(f"{c:>12}" for c in cols))
     for r in rows:
         print(" ".join(f"{r[c]:>12.3f}" if isinstance(r[c], float) else f"{r[c]:>12}" for c in cols))
