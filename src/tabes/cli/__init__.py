@@ -1,6 +1,7 @@
 """The ``tabes`` command line: one module per command group, one shared parser helper.
 
-    solve, samplers   tabes.cli.solve
+    solve             tabes.cli.solve
+    samplers          tabes.cli.samplers
     train             tabes.cli.train
     bench ...         tabes.cli.bench
     generate, lm-eval tabes.cli.generate
@@ -12,16 +13,17 @@ without a traceback; exit codes are listed in :mod:`tabes.cli.common`.
 
 from __future__ import annotations
 
+import os
 import sys
 
-from tabes.cli import bench, generate, solve, train
+from tabes.cli import bench, generate, samplers, solve, train
 from tabes.cli.common import Parser, UserError
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="tabes", description="Decode masked diffusion models with BoE steering and baselines.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{solve,samplers,train,bench,generate,lm-eval}")
-    for module in (solve, train, bench, generate):
+    for module in (solve, samplers, train, bench, generate):
         module.add_parsers(sub)
     return parser
 
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`tabes samplers | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UserError, ValueError, FileNotFoundError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"tabes: error: {message}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``tabes solve`` (one puzzle or a CSV file) and ``tabes samplers``."""
+"""``tabes solve``: one puzzle or a CSV file."""
 
 from __future__ import annotations
 
@@ -38,9 +38,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--trace-png", help="draw the grid coloured by the step that committed each cell (needs the plot extra)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_solve)
-
-    p = sub.add_parser("samplers", help="list the registered samplers and their options")
-    p.set_defaults(func=cmd_samplers)
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -219,15 +216,4 @@ def _solve_file(args: argparse.Namespace, sampler) -> int:
     n = len(records)
     resumed = f" ({len(records) - len(todo)} from {out})" if done else ""
     print(f"solved {solved}/{n} ({100 * solved / max(n, 1):.1f}%){resumed}")
-    return 0
-
-
-def cmd_samplers(args: argparse.Namespace) -> int:
-    from tabes.samplers import available, describe
-
-    for name, cls in available().items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        opts = ", ".join(f"{k}={d!r} ({t})" for k, t, d in describe(name)) or "no options"
-        print(f"{name:<11} {doc}")
-        print(f"{'':<11} options: {opts}")
     return 0
