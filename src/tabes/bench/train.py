@@ -7,7 +7,8 @@ machine slows them alike. Settings:
 
 - ``baseline``: the trainer before this benchmark existed: float32, eager, PyTorch's
   ``scaled_dot_product_attention`` for the dense attention;
-- ``bf16``: bfloat16 autocast (float32 master weights), eager, explicit attention;
+- ``bf16-sdpa``: bfloat16 autocast (float32 master weights), eager, PyTorch's attention;
+- ``bf16``: the same with the explicit attention of :func:`tabes.ops.aqa.dense_attention`;
 - ``fp32-compile``: float32, ``torch.compile``, explicit attention;
 - ``default``: what ``tabes train`` uses (:class:`tabes.train.TrainConfig` defaults).
 
@@ -46,6 +47,7 @@ SETTINGS = {
     s.name: s
     for s in (
         Setting("baseline", "fp32", False, "sdpa"),
+        Setting("bf16-sdpa", "bf16", False, "sdpa"),
         Setting("bf16", "bf16", False),
         Setting("fp32-compile", "fp32", True),
         Setting("default", TrainConfig.precision, TrainConfig.compile),

@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
     b.set_defaults(func=cmd_bench_sudoku)
 
     b = bench.add_parser("train", help="training samples/s of the shipped Sudoku architecture per setting (side by side)")
-    b.add_argument("--settings", type=csv_list(str), default=["baseline", "bf16", "default"], help="baseline, bf16, fp32-compile, default")
+    names = "baseline, bf16-sdpa, bf16, fp32-compile, default"
+    b.add_argument("--settings", type=csv_list(str), default=["baseline", "bf16", "default"], help=names)
     b.add_argument("--steps", type=positive_int, default=200)
     b.add_argument("--batch-size", type=positive_int, default=128)
     b.add_argument("--seed", type=int, default=0)
