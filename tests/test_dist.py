@@ -27,6 +27,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_all(procs, timeout: float) -> list[int]:
+    """Exit codes of every process; when one fails (or time runs out) the others are killed,
+    since a rank whose peer died waits forever at the next collective."""
+    import time
+
+    deadline = time.time() + timeout
+    while any(p.poll() is None for p in procs):
+        if time.time() > deadline or any(p.poll() not in (None, 0) for p in procs):
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            break
+        time.sleep(0.1)
+    return [p.wait() for p in procs]
+
+
 def _strip(path):
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
@@ -62,7 +78,7 @@ def test_two_process_run_equals_single_process(tmp_path, tiny_sudoku_model):
             logs.append((tmp_path / f"rank{rank}.{attempt}.log").open("w+"))  # a file, not a pipe that could fill up
             cmd = [sys.executable, str(script), str(tmp_path / "m"), str(csv), str(tmp_path / "two")]
             procs.append(subprocess.Popen(cmd, env=env, stderr=logs[-1], stdout=subprocess.DEVNULL))
-        codes = [p.wait(timeout=240) for p in procs]
+        codes = _wait_all(procs, timeout=240)
         errors = []
         for log in logs:
             log.seek(0)

@@ -35,3 +35,15 @@ def test_output_checks(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
     with pytest.raises(ValueError, match="no permission"):
         check_output_file(tmp_path / "b.jsonl", "--out")
+
+
+def test_output_dir_made_by_another_process_meanwhile_is_fine(tmp_path, monkeypatch):
+    """Several ranks check the same --out at once: a folder that another rank creates between
+    this rank's look and its mkdir is not an error."""
+    from pathlib import Path
+
+    target = tmp_path / "run"
+    target.mkdir()  # the other rank won the race ...
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == target else real_exists(self))  # ... after our look
+    assert check_output_dir(target).is_dir()

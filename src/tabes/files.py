@@ -78,7 +78,7 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
         if not parent.is_dir():
             raise ValueError(f"{what}: parent folder {parent} does not exist")
         try:
-            path.mkdir()
+            path.mkdir(exist_ok=True)  # several ranks may create it at once
         except OSError as err:
             raise ValueError(f"{what}: cannot create {path} ({err.strerror})") from None
     _probe_dir(path, what)
