@@ -97,7 +97,7 @@ def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             with np.load(f) as z:
                 ps.append(z["puzzles"])
                 ss.append(z["solutions"])
-                hs.append(z["hard"] if "hard" in z.files else np.array([sudoku.needs_search(list(map(int, p))) for p in ps[-1]], bool))
+                hs.append(z["hard"] if "hard" in z.files else sudoku.needs_search_flags(ps[-1]))
     if not ps:
         return np.zeros((0, 81), np.uint8), np.zeros((0, 81), np.uint8), np.zeros(0, bool)
     return np.concatenate(ps), np.concatenate(ss), np.concatenate(hs)
@@ -105,7 +105,7 @@ def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def save_pool(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
     """Write a pool file (``puzzles``, ``solutions``, ``hard``) atomically."""
-    hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
+    hard = sudoku.needs_search_flags(puzzles)
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions, hard=hard)
 
@@ -225,7 +225,7 @@ def eval_bands(path: str, per_band: int) -> dict[str, tuple[np.ndarray, np.ndarr
 
     groups: dict[str, list] = defaultdict(list)
     for r in sudoku.read_csv(path):
-        name = r.source.split(":", 1)[0] or "all"
+        name = sudoku.band(r.source)
         if r.solution is not None and len(groups[name]) < per_band:
             groups[name].append((r.cells, r.solution))
     return {k: (np.array([c for c, _ in v], np.uint8), np.array([s for _, s in v], np.uint8)) for k, v in sorted(groups.items())}

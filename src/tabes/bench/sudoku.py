@@ -66,11 +66,6 @@ def wilson(solved: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def band(source: str) -> str:
-    """Source band of a ``list:detail`` source string: the list name."""
-    return source.split(":", 1)[0] or "all"
-
-
 def _cell_key(sampler: str, options: dict, steps: int, source: str) -> str:
     return json.dumps([sampler, options, steps, source], sort_keys=True)
 
@@ -140,7 +135,7 @@ def run_sudoku_bench(
         records = records[:limit]
     groups: dict[str, list] = defaultdict(list)
     for r in records:
-        groups[band(r.source) if by_source else "all"].append(r)
+        groups[sudoku.band(r.source) if by_source else "all"].append(r)
     out = check_output_dir(out, "--out")
     results_path = out / "results.jsonl"
     identity = {"file_sha256": file_digest(file), "grouping": "by-source" if by_source else "all", "limit": limit}

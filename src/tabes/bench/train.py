@@ -75,7 +75,7 @@ def run_train_bench(
     window = min(window, steps)
     pool = pool or min(2000, max(64, steps * batch_size // 4))  # generated puzzles the batches draw from
     puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
-    hard = np.array([sudoku.needs_search(list(map(int, p))) for p in puzzles], bool)
+    hard = sudoku.needs_search_flags(puzzles)
     runs = []
     for name in settings:
         s = SETTINGS[name]

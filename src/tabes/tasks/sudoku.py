@@ -140,6 +140,11 @@ class PuzzleRecord:
     line: int = 0
 
 
+def band(source: str) -> str:
+    """Source band of a ``list:detail`` source string: the list name (``"all"`` when empty)."""
+    return source.split(":", 1)[0] or "all"
+
+
 def parse_solution(text: str, cells: list[int]) -> list[int]:
     """Parse a ``solution`` field and check that it is a complete valid grid keeping the givens
     of ``cells``; ``ValueError`` messages name the solution column."""
@@ -314,7 +319,7 @@ def make_puzzle(solution: list[int], rng: random.Random, min_givens: int = 17) -
     return puzzle
 
 
-def generate_puzzles(n: int, seed: int, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def generate_puzzles(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random minimal puzzles with unique solutions.
 
     Returns ``(puzzles, solutions)``, both ``(n, 81)`` uint8 arrays, 0 for blanks.
@@ -322,25 +327,11 @@ def generate_puzzles(n: int, seed: int, *, progress: bool = False) -> tuple[np.n
     rng = random.Random(seed)
     puzzles = np.zeros((n, N_CELLS), dtype=np.uint8)
     solutions = np.zeros((n, N_CELLS), dtype=np.uint8)
-    it = range(n)
-    if progress:
-        from tabes.progress import progress_bar
-
-        bar = progress_bar(n, "generating puzzles", "puzzle")
-        it = _counted(it, bar)
-    for k in it:
+    for k in range(n):
         sol = random_grid(rng)
         puzzles[k] = make_puzzle(sol, rng)
         solutions[k] = sol
     return puzzles, solutions
-
-
-def _counted(it, bar):
-    """Iterate ``it``, advancing ``bar`` after each item and closing it at the end."""
-    for item in it:
-        yield item
-        bar.update(1)
-    bar.close()
 
 
 def _generate_chunk(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -410,6 +401,11 @@ def needs_search(cells: list[int]) -> bool:
             progress = _place_hidden_single(g, cand)
         if not progress:
             return not all(g)
+
+
+def needs_search_flags(puzzles: np.ndarray) -> np.ndarray:
+    """(N,) bool :func:`needs_search` of each row of an (N, 81) puzzle array (0 = blank)."""
+    return np.array([needs_search(list(map(int, p))) for p in puzzles], bool)
 
 
 def _place_hidden_single(g: list[int], cand: list[int]) -> bool:
