@@ -10,6 +10,12 @@ from tabes.tasks import sudoku
 from tabes.train import TrainConfig, make_batch, mdm_loss, train
 
 
+def _tiny(out, **overrides) -> TrainConfig:
+    """A seconds-long run of a one-layer model: one worker, eager, few evaluation puzzles."""
+    base = dict(out=str(out), eval_puzzles=2, workers=1, compile=False, model=dict(d_model=16, n_layers=1, n_heads=2))
+    return TrainConfig(**{**base, **overrides})
+
+
 def test_make_batch_keeps_givens_visible():
     p, s = sudoku.generate_puzzles(8, seed=3)
     inputs, targets, masked, t = make_batch(p, s, 0.0, np.random.default_rng(0))
@@ -93,22 +99,8 @@ def test_sigterm_saves_and_resumes(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     meta = json.loads((tmp_path / "train_state.json").read_text())
     assert meta["step"] >= 3
-    state = train(
-        TrainConfig(
-            out=str(tmp_path),
-            minutes=1,
-            max_steps=meta["step"] + 2,
-            batch_size=8,
-            eval_every=1000,
-            eval_puzzles=2,
-            pool_size=10,
-            workers=1,
-            compile=False,
-            model=dict(d_model=16, n_layers=1, n_heads=2),
-        ),
-        resume=True,
-        progress=False,
-    )
+    cfg = _tiny(tmp_path, minutes=1, max_steps=meta["step"] + 2, batch_size=8, eval_every=1000, pool_size=10)
+    state = train(cfg, resume=True, progress=False)
     assert state["step"] == meta["step"] + 2
 
 
@@ -177,19 +169,7 @@ def test_evaluation_scores_each_band_of_an_eval_file(tmp_path):
     sol = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
     f = tmp_path / "dev.csv"
     f.write_text(f"puzzle,solution,source\n{PUZZLES[0]},{sol},a:1\n{PUZZLES[0]},{sol},a:2\n{PUZZLES[0]},{sol},b:1\n{PUZZLES[1]},,b:2\n")
-    cfg = TrainConfig(
-        out=str(tmp_path / "run"),
-        max_steps=2,
-        batch_size=4,
-        eval_every=2,
-        eval_puzzles=2,
-        pool_size=8,
-        workers=1,
-        compile=False,
-        eval_file=str(f),
-        eval_per_band=1,
-        model=dict(d_model=16, n_layers=1, n_heads=2),
-    )
+    cfg = _tiny(tmp_path / "run", max_steps=2, batch_size=4, eval_every=2, pool_size=8, eval_file=str(f), eval_per_band=1)
     train(cfg, progress=False)
     rec = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines() if "bands" in x][-1]
     assert rec["band_puzzles"] == {"a": 1, "b": 1} and set(rec["bands"]) == {"a", "b"}
