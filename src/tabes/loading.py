@@ -12,9 +12,15 @@ from tabes.protocol import Denoiser
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def default_model_path() -> Path:
-    """Folder of the shipped 9x9 Sudoku MDM."""
-    return Path(__file__).parent / "checkpoints" / "sudoku"
+SHIPPED = ("sudoku", "text-demo")
+
+
+def default_model_path(name: str = "sudoku") -> Path:
+    """Folder of a shipped model: ``"sudoku"`` (the 9x9 Sudoku MDM) or ``"text-demo"`` (the
+    word-problem ModernBERT, a transformers folder)."""
+    if name not in SHIPPED:
+        raise ValueError(f"shipped models are {SHIPPED}, got {name!r}")
+    return Path(__file__).parent / "checkpoints" / name
 
 
 def load(
@@ -28,7 +34,9 @@ def load(
     """Load a model folder behind the :class:`tabes.protocol.Denoiser` protocol.
 
     Args:
-        path: a folder with ``config.json``; None loads the shipped Sudoku model.
+        path: a folder with ``config.json``; None loads the shipped Sudoku model, and the names
+            ``"sudoku"`` and ``"text-demo"`` load a shipped model (a folder of that name in the
+            working directory wins).
         device: torch device for the weights, e.g. ``"cuda"``.
         dtype: weights' dtype, ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype;
             None keeps the stored float32. Entropies, TIS and scores are computed in float32
@@ -50,7 +58,9 @@ def load(
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
-    path = Path(path) if path is not None else default_model_path()
+    if path is None or (str(path) in SHIPPED and not Path(path).exists()):
+        path = default_model_path(str(path or "sudoku"))
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     cfg_file = path / "config.json"

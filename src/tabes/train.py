@@ -35,6 +35,7 @@ from tabes.models.mdm import MDM, MDMConfig
 from tabes.tasks import sudoku
 
 PRECISIONS = ("bf16", "fp32")
+TASKS = ("sudoku", "text")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainConfig:
     """Settings of a Sudoku training run (all stored in ``train_state.json``)."""
 
     out: str  # run folder: checkpoints, logs, generated puzzle pool
+    task: str = "sudoku"  # "sudoku" (our MDM on generated puzzles) or "text" (a ModernBERT on word problems)
     minutes: float = 60.0  # wall-clock budget of this invocation
     max_steps: int = 20000  # schedule length; the run stops here even with time left
     batch_size: int = 128
@@ -69,6 +71,8 @@ class TrainConfig:
         for name in ("minutes", "max_steps", "batch_size", "lr", "eval_every", "log_every", "pool_size"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.weighting not in ("none", "1/t"):
             raise ValueError(f"weighting must be 'none' or '1/t', got {self.weighting!r}")
         if not 0 <= self.p_full_grid <= 1:
@@ -142,15 +146,23 @@ def make_batch(
 
 
 def mdm_loss(
-    model: MDM, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor, weighting: str = "none", precision: str = "fp32"
+    model: torch.nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    masked: Tensor,
+    t: Tensor,
+    weighting: str = "none",
+    precision: str = "fp32",
+    attention_mask: Tensor | None = None,
 ) -> Tensor:
     """Masked cross-entropy; (B, L) inputs/targets/masked and (B,) t -> scalar.
 
-    ``precision="bf16"`` runs the model under bfloat16 autocast (parameters stay float32);
-    the cross-entropy is always taken in float32.
+    ``model(inputs)`` (or ``model(inputs, attention_mask)`` when a (B, L) bool mask is given)
+    returns (B, L, V) logits. ``precision="bf16"`` runs the model under bfloat16 autocast
+    (parameters stay float32); the cross-entropy is always taken in float32.
     """
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = model(inputs)  # (B, L, V)
+        logits = model(inputs) if attention_mask is None else model(inputs, attention_mask)  # (B, L, V)
     ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
     if weighting == "1/t":
         w = masked.float() / t.clamp_min(1e-3)[:, None]
@@ -158,7 +170,7 @@ def mdm_loss(
     return (ce * masked).sum() / masked.sum().clamp_min(1)
 
 
-def make_optimizer(model: MDM, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on embeddings, norms, biases)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -170,21 +182,25 @@ def make_optimizer(model: MDM, lr: float, weight_decay: float) -> torch.optim.Ad
 class TrainStep:
     """One optimisation step: loss (optionally compiled, optionally bf16), backward, clip, AdamW.
 
+    Called with one batch, ``(inputs, targets, masked, t[, attention_mask])`` (see :func:`mdm_loss`).
+
     ``compile=True`` wraps the forward and loss in ``torch.compile``; if compilation fails
     (no compiler on the machine, an unsupported PyTorch) the step warns once and runs eagerly.
     Used by :func:`train` and by ``tabes bench train``, so both measure the same step.
     """
 
-    def __init__(self, model: MDM, opt: torch.optim.Optimizer, *, precision: str, compile: bool, weighting: str = "none") -> None:
+    def __init__(
+        self, model: torch.nn.Module, opt: torch.optim.Optimizer, *, precision: str, compile: bool, weighting: str = "none"
+    ) -> None:
         self.model, self.opt, self.precision, self.weighting = model, opt, precision, weighting
         self._loss = torch.compile(self._eager_loss) if compile else self._eager_loss
 
-    def _eager_loss(self, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor) -> Tensor:
-        return mdm_loss(self.model, inputs, targets, masked, t, self.weighting, self.precision)
+    def _eager_loss(self, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return mdm_loss(self.model, inputs, targets, masked, t, self.weighting, self.precision, attention_mask)
 
-    def __call__(self, inputs: Tensor, targets: Tensor, masked: Tensor, t: Tensor) -> float:
+    def __call__(self, *batch: Tensor) -> float:
         try:
-            loss = self._loss(inputs, targets, masked, t)
+            loss = self._loss(*batch)
         except Exception as err:  # a compiler problem must not end a training run
             if self._loss is self._eager_loss:
                 raise
@@ -192,7 +208,7 @@ class TrainStep:
 
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training eagerly", stacklevel=2)
             self._loss = self._eager_loss
-            loss = self._loss(inputs, targets, masked, t)
+            loss = self._loss(*batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -231,6 +247,74 @@ def eval_bands(path: str, per_band: int) -> dict[str, tuple[np.ndarray, np.ndarr
     return {k: (np.array([c for c, _ in v], np.uint8), np.array([s for _, s in v], np.uint8)) for k, v in sorted(groups.items())}
 
 
+# --------------------------------------------------------------------------- tasks
+
+
+class SudokuTraining:
+    """The Sudoku task of the trainer: our MDM, batches from a pool of generated puzzles,
+    greedy solve rates on held-out generated puzzles (and per band of ``eval_file``)."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, progress: bool) -> None:
+        self.cfg, self.out, self.progress = cfg, out, progress
+
+    def new_model(self) -> MDM:
+        known = {f.name for f in fields(MDMConfig)}
+        bad = set(self.cfg.model) - known
+        if bad:
+            raise ValueError(f"unknown model options {sorted(bad)}; known: {sorted(known)}")
+        return MDM(MDMConfig(**self.cfg.model))
+
+    def load_model(self) -> MDM:
+        return MDM.from_pretrained(self.out)
+
+    def save_model(self, model: MDM) -> None:
+        model.save_pretrained(self.out)
+
+    def loss_module(self, model: MDM) -> MDM:
+        return model
+
+    def prepare(self) -> None:
+        """Load (and top up) the pool of generated puzzles; draw the held-out evaluation puzzles."""
+        cfg = self.cfg
+        pool_dir = self.out / "pool"
+        pool_dir.mkdir(exist_ok=True)
+        self.dirs = [pool_dir, *map(Path, cfg.pool_dirs)]
+        self.puzzles, self.solutions, self.hard = load_pool(self.dirs)
+        if len(self.puzzles) < cfg.pool_size:
+            import os
+
+            need = cfg.pool_size - len(self.puzzles)
+            workers = cfg.workers or os.cpu_count() or 1
+            p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(self.puzzles), workers=workers, progress=self.progress)
+            save_pool(pool_dir / f"gen_{cfg.seed}_{len(self.puzzles)}.npz", p, s)
+            self.puzzles, self.solutions, self.hard = load_pool(self.dirs)
+        self.eval_p, self.eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
+        self.bands = eval_bands(cfg.eval_file, cfg.eval_per_band) if cfg.eval_file else {}
+
+    def batch(self, rng: np.random.Generator) -> tuple[Tensor, ...]:
+        idx = sample_indices(self.hard, self.cfg.batch_size, self.cfg.hard_frac, rng)
+        return make_batch(self.puzzles[idx], self.solutions[idx], self.cfg.p_full_grid, rng)
+
+    def evaluate(self, model: MDM) -> dict:
+        rec = {"eval_solved": evaluate(model, self.eval_p, self.eval_s), "eval_puzzles": len(self.eval_p)}
+        if self.bands:
+            rec["bands"] = {name: round(evaluate(model, p, s), 4) for name, (p, s) in self.bands.items()}
+            rec["band_puzzles"] = {name: len(p) for name, (p, _) in self.bands.items()}
+        new = load_pool(self.dirs)  # pick up puzzles generated meanwhile
+        if len(new[0]) > len(self.puzzles):
+            self.puzzles, self.solutions, self.hard = new
+        return rec
+
+
+def make_task(cfg: TrainConfig, out: Path, progress: bool):
+    """The task object behind ``cfg.task`` (the trainer's only task-specific part)."""
+    if cfg.task == "text":
+        from tabes.tasks.text_demo import TextTraining
+
+        return TextTraining(cfg, out, progress)
+    return SudokuTraining(cfg, out, progress)
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -241,10 +325,10 @@ def _lr(cfg: TrainConfig, step: int, warm_from: int) -> float:
     return cfg.lr * warm * decay
 
 
-def _save_state(out: Path, model: MDM, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict, rng: np.random.Generator) -> None:
+def _save_state(out: Path, task, model, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict, rng: np.random.Generator) -> None:
     from safetensors.torch import save_file
 
-    model.save_pretrained(out)
+    task.save_model(model)
     tensors = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
@@ -257,10 +341,10 @@ def _save_state(out: Path, model: MDM, opt: torch.optim.Optimizer, cfg: TrainCon
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a Sudoku MDM in ``cfg.out``; returns the final state dict.
+    """Train (or resume) a model for ``cfg.task`` in ``cfg.out``; returns the final state dict.
 
     On resume, the model, optimizer moments, step, data random state and log continue from
-    the folder. A folder with a model but no optimizer state (e.g. the shipped checkpoint)
+    the folder. A folder with a model but no optimizer state (e.g. a shipped checkpoint)
     resumes the weights with fresh optimizer moments and a new warm-up.
     """
     out = Path(cfg.out)
@@ -268,18 +352,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     state = {"step": 0, "warm_from": 0, "seconds": 0.0, "samples": 0}
+    task = make_task(cfg, out, progress)
     if resume:
         if not (out / "model.safetensors").is_file():
             raise FileNotFoundError(f"--resume: no model.safetensors in {out}")
-        model = MDM.from_pretrained(out)
+        model = task.load_model()
     else:
-        known = {f.name for f in fields(MDMConfig)}
-        bad = set(cfg.model) - known
-        if bad:
-            raise ValueError(f"unknown model options {sorted(bad)}; known: {sorted(known)}")
-        model = MDM(MDMConfig(**cfg.model))
+        model = task.new_model()
     model.train()
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    net = task.loss_module(model)
+    opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
     if resume and (out / "train_state.json").is_file():
         meta = json.loads((out / "train_state.json").read_text())
         state = {k: meta[k] for k in state if k in meta}
@@ -301,23 +383,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     elif resume:
         state["warm_from"] = 0
 
-    # data: pool of generated puzzles (reused across runs), held-out evaluation puzzles
-    pool_dir = out / "pool"
-    pool_dir.mkdir(exist_ok=True)
-    dirs = [pool_dir, *map(Path, cfg.pool_dirs)]
-    puzzles, solutions, hard = load_pool(dirs)
-    if len(puzzles) < cfg.pool_size:
-        import os
+    task.prepare()
 
-        need = cfg.pool_size - len(puzzles)
-        workers = cfg.workers or os.cpu_count() or 1
-        p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(puzzles), workers=workers, progress=progress)
-        save_pool(pool_dir / f"gen_{cfg.seed}_{len(puzzles)}.npz", p, s)
-        puzzles, solutions, hard = load_pool(dirs)
-    eval_p, eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
-    bands = eval_bands(cfg.eval_file, cfg.eval_per_band) if cfg.eval_file else {}
-
-    train_step = TrainStep(model, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
+    train_step = TrainStep(net, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
     log_path = out / "train_log.jsonl"
     if resume and log_path.is_file():  # drop records written after the checkpoint we resume from
         kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= state["step"]]
@@ -347,8 +415,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             lr = _lr(cfg, step, state["warm_from"])
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = sample_indices(hard, cfg.batch_size, cfg.hard_frac, rng)
-            lv = train_step(*make_batch(puzzles[idx], solutions[idx], cfg.p_full_grid, rng))
+            lv = train_step(*task.batch(rng))
             state["step"] = step + 1
             state["samples"] += cfg.batch_size
             running = lv if running is None else 0.95 * running + 0.05 * lv
@@ -362,23 +429,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 )
                 log.flush()
             if state["step"] % cfg.eval_every == 0:
-                acc = evaluate(model, eval_p, eval_s)
-                state["eval_solved"] = acc
-                rec = {"step": state["step"], "eval_solved": acc, "eval_puzzles": len(eval_p), "seconds": round(state["seconds"], 1)}
-                if bands:
-                    rec["bands"] = {name: round(evaluate(model, p, s), 4) for name, (p, s) in bands.items()}
-                    rec["band_puzzles"] = {name: len(p) for name, (p, _) in bands.items()}
+                rec = task.evaluate(model)
+                state.update({k: v for k, v in rec.items() if k.startswith("eval_")})
+                rec = {"step": state["step"], **rec, "seconds": round(state["seconds"], 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                _save_state(out, model, opt, cfg, state, rng)
-                new = load_pool(dirs)  # pick up puzzles generated meanwhile
-                if len(new[0]) > len(puzzles):
-                    puzzles, solutions, hard = new
+                _save_state(out, task, model, opt, cfg, state, rng)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if bar is not None:
             bar.close()
-        _save_state(out, model, opt, cfg, state, rng)
+        _save_state(out, task, model, opt, cfg, state, rng)
         log.close()
     return state

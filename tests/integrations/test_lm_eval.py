@@ -142,3 +142,38 @@ def test_device_argument(caplog):
         with caplog.at_level("WARNING"):
             assert _device("cuda") == "cpu"  # the harness's CLI default in some 0.4.x versions
         assert "CUDA is not available" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tiny_text_model(tmp_path_factory):
+    """An untrained ModernBERT with the word-problem tokenizer, in the layout ``tabes train text`` writes."""
+    from tabes.tasks import text_demo as td
+
+    path = tmp_path_factory.mktemp("text") / "model"
+    tok = td.build_tokenizer(seed=0, n_texts=300, vocab_size=300)
+    td.save(td.new_model(tok, dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)), tok, path)
+    return path
+
+
+def _samples(folder, task):
+    (smp,) = list(folder.rglob(f"samples_{task}_*.jsonl"))
+    return sorted((json.loads(x) for x in smp.read_text().splitlines()), key=lambda s: s["doc_id"])
+
+
+def test_shipped_task_is_found_without_include_path(tiny_text_model, tmp_path):
+    """`tabes lm-eval` finds tabes_text_demo on its own, reads the shipped test split offline, and
+    reads another file of the same format through --metadata data_file."""
+    from tabes.cli import main
+    from tabes.tasks import word_problems as wp
+
+    model_args = f"pretrained={tiny_text_model},steps=8,gen_length=8"
+    args = ["--model", "tabes", "--model_args", model_args, "--tasks", "tabes_text_demo", "--log_samples"]
+    assert main(["lm-eval", *args, "--limit", "3", "--output_path", str(tmp_path / "a")]) == 0
+    rows = _samples(tmp_path / "a", "tabes_text_demo")
+    assert [r["doc"]["question"] for r in rows] == [p.question for p in wp.split("test")[:3]]
+    assert all(r["target"] == p.answer for r, p in zip(rows, wp.split("test")[:3]))
+    fresh = wp.problems(2, seed=123457)
+    wp.write_jsonl(tmp_path / "fresh.jsonl", fresh)
+    meta = json.dumps({"data_file": str(tmp_path / "fresh.jsonl")})
+    assert main(["lm-eval", *args, "--metadata", meta, "--output_path", str(tmp_path / "b")]) == 0
+    assert [r["doc"]["question"] for r in _samples(tmp_path / "b", "tabes_text_demo")] == [p.question for p in fresh]

@@ -102,7 +102,13 @@ def test_registry_aqa_gradients_equal_the_reference():
 
 
 def test_model_without_registry_falls_back_to_dense_with_one_warning(caplog):
-    model = HFDenoiser(_bert(), mask_id=MASK)
+    bert = _bert()
+
+    def refuse(*args, **kwargs):  # what transformers 4.x BERT does; 5.x BERT routes through the registry
+        raise ValueError("BertForMaskedLM does not support setting its attention implementation dynamically")
+
+    bert.set_attn_implementation = refuse
+    model = HFDenoiser(bert, mask_id=MASK)
     assert not model.routes_attention
     with caplog.at_level(logging.WARNING, logger="tabes.models.hf"):
         a = _tis(model, "candidates")
@@ -183,6 +189,9 @@ def test_generate_cli_on_a_local_checkpoint(tmp_path, capsys):
     rec = json.loads(capsys.readouterr().out)
     assert rec["prompt"] == "the cat sat" and isinstance(rec["completion"], str)
     assert rec["forwards"] >= 4 and rec["backwards"] >= 1
+    assert rec["backward_attention"] == ("aqa" if tabes.load(tmp_path / "bert").routes_attention else "dense")
+    assert main(["generate", "--model", str(tmp_path / "bert"), "--prompt", "the cat", "--steps", "2", "--gen-length", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backward_attention"] is None  # confidence runs no backward
     assert main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "x"]) == 2
     assert "model not found" in capsys.readouterr().err
 
@@ -203,7 +212,9 @@ def test_row_stops_growing_after_eos():
 
 def test_pickle_weights_need_allow_pickle(tmp_path):
     path = tmp_path / "bert_bin"
-    _bert().save_pretrained(path, safe_serialization=False)
+    model = _bert()
+    model.config.save_pretrained(path)
+    torch.save(model.state_dict(), path / "pytorch_model.bin")  # transformers 5 saves safetensors only
     assert list(path.glob("*.bin")) and not list(path.glob("*.safetensors"))
     with pytest.raises(ValueError, match="only pickle weights.*allow_pickle"):
         tabes.load(path, mask_id=MASK)
@@ -236,3 +247,44 @@ def test_clear_errors_for_long_generations_and_wrong_kinds(tmp_path):
     with pytest.raises(ValueError, match="kind 'llada' does not fit"):
         tabes.load(path, kind="llada")
     assert main(["generate", "--model", str(path), "--prompt", "the", "--gen-length", "100000"]) == 2
+
+
+def test_attention_is_switched_only_for_a_backward_with_one_warning_at_most(caplog, capfd):
+    """Samplers without a backward never touch the attention implementation; the first backward
+    probes it once, and a model that refuses it is reported in one line (transformers' own
+    refusal is silenced)."""
+    model = HFDenoiser(_bert(), mask_id=MASK)
+    generate(model, _ids(), sampler="confidence", steps=4)
+    assert model._routes is None
+    with caplog.at_level(logging.WARNING):
+        generate(model, _ids(), sampler="boe", steps=4)
+        generate(model, _ids(), sampler="boe", steps=4)
+    assert model._routes is not None
+    ours = [r for r in caplog.records if "dense backward" in r.message]
+    assert len(ours) == (0 if model.routes_attention else 1)
+    assert "attention implementation" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_generate_boe_in_bfloat16_reports_the_backward_attention(arch, tmp_path, capsys):
+    """Under transformers 5 BERT and ModernBERT route attention through the registry, so BoE's
+    backward runs through ActiveQueryAttention; under 4.x they fall back to a dense backward."""
+    from tabes.cli import main
+    from tabes.tasks.text_demo import build_tokenizer
+
+    tok = build_tokenizer(seed=0, n_texts=200, vocab_size=300)
+    small = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    if arch == "bert":
+        model = transformers.BertForMaskedLM(transformers.BertConfig(**small, max_position_embeddings=128))
+    else:
+        ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+        ids.update(cls_token_id=tok.eos_token_id, sep_token_id=tok.eos_token_id)
+        model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**small, **ids, max_position_embeddings=128))
+    model.save_pretrained(tmp_path / arch)
+    tok.save_pretrained(tmp_path / arch)
+    args = ["generate", "--model", str(tmp_path / arch), "--prompt", "Question: Ann has 12 cards.", "--sampler", "boe"]
+    assert main([*args, "--dtype", "bfloat16", "--steps", "4", "--gen-length", "8", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["backwards"] >= 1
+    major = int(transformers.__version__.split(".")[0])
+    assert rec["backward_attention"] == ("aqa" if major >= 5 else "dense")

@@ -5,6 +5,7 @@
     train             tabes.cli.train
     bench ...         tabes.cli.bench
     generate, lm-eval tabes.cli.generate
+    word-problems     tabes.cli.problems
 
 Every user error (bad puzzle, clashing givens, unknown sampler, bad option, missing or
 unwritable file, a checkpoint that cannot be loaded) exits with code 2 and one line on stderr,
@@ -16,14 +17,14 @@ from __future__ import annotations
 import os
 import sys
 
-from tabes.cli import bench, generate, samplers, solve, train
+from tabes.cli import bench, generate, problems, samplers, solve, train
 from tabes.cli.common import Parser, UserError
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="tabes", description="Decode masked diffusion models with BoE steering and baselines.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{solve,samplers,train,bench,generate,lm-eval}")
-    for module in (solve, samplers, train, bench, generate):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{solve,samplers,train,bench,generate,lm-eval,word-problems}")
+    for module in (solve, samplers, train, bench, generate, problems):
         module.add_parsers(sub)
     return parser
 

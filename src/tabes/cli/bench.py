@@ -9,9 +9,14 @@ from pathlib import Path
 from tabes.cli.common import csv_list, positive_int, split_specs
 
 
+def _blocks(text: str) -> list[int | None]:
+    """'none,16' -> [None, 16]."""
+    return [None if item.strip().lower() == "none" else positive_int(item.strip()) for item in text.split(",")]
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,train,aqa,step,fidelity,entropy}")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,text,train,aqa,step,fidelity,entropy}")
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
@@ -27,6 +32,25 @@ def add_parsers(sub) -> None:
     b.add_argument("--timing", type=positive_int, help="then time every configuration side by side on the first N puzzles of each band")
     b.add_argument("--timing-repeats", type=positive_int, default=3)
     b.set_defaults(func=cmd_bench_sudoku)
+
+    b = bench.add_parser("text", help="samplers on the text-demo word problems: exact match, compute, wall-clock, error kinds")
+    b.add_argument("--model", default="text-demo", help="model folder or shipped name (default: text-demo)")
+    b.add_argument(
+        "--samplers",
+        type=split_specs,
+        help="sampler specs (default: random, confidence, margin, entropy, eb, threshold, boe, boe:consistency=true)",
+    )
+    b.add_argument("--steps", type=csv_list(int), default=[64, 16], help="step counts for --gen-length tokens (default 64,16)")
+    b.add_argument("--blocks", type=_blocks, default=[None, 16], help="block lengths, 'none' for no blocks (default none,16)")
+    b.add_argument("--gen-length", type=positive_int, default=64)
+    b.add_argument("--file", help="JSONL of problems (default: the shipped test split)")
+    b.add_argument("--limit", type=positive_int, default=200, help="first N problems (default 200)")
+    b.add_argument("--batch-size", type=positive_int, default=100)
+    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="folder for text_bench.json and report.md")
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_text)
 
     b = bench.add_parser("train", help="training samples/s of the shipped Sudoku architecture per setting (side by side)")
     names = "baseline, bf16-sdpa, bf16, fp32-compile, default"
@@ -101,6 +125,40 @@ def cmd_bench_sudoku(args: argparse.Namespace) -> int:
         force_new=args.force_new,
     )
     print(f"{len(records)} cells in {args.out}/results.jsonl; report: {args.out}/report.md")
+    return 0
+
+
+def cmd_bench_text(args: argparse.Namespace) -> int:
+    from tabes.bench.text import DEFAULT_SAMPLERS, report, run_text_bench
+    from tabes.files import atomic_write_text, check_output_dir
+    from tabes.loading import load
+    from tabes.tasks import word_problems as wp
+
+    out = check_output_dir(args.out, "--out") if args.out else None
+    problems = (wp.read_jsonl(args.file) if args.file else wp.split("test"))[: args.limit]
+    model = load(args.model, dtype=args.dtype)
+    rows = run_text_bench(
+        model,
+        args.samplers or DEFAULT_SAMPLERS,
+        steps=args.steps,
+        blocks=args.blocks,
+        problems=problems,
+        gen_length=args.gen_length,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.json,
+    )
+    header = (
+        f"text-demo word problems: first {len(problems)} of {args.file or 'the test split'}, gen_length {args.gen_length}, "
+        f"batch {args.batch_size}, {args.dtype}, {rows[0]['threads']} threads, seed {args.seed}\n\n"
+    )
+    if out is not None:
+        atomic_write_text(out / "text_bench.json", json.dumps(rows, indent=1) + "\n")
+        atomic_write_text(out / "report.md", header + report(rows))
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(header + report(rows), end="")
     return 0
 
 

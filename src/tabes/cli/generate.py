@@ -11,7 +11,7 @@ from tabes.cli.common import nonneg_float, positive_int
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="complete a text prompt with a transformers MDM checkpoint")
-    p.add_argument("--model", required=True, help="local checkpoint folder")
+    p.add_argument("--model", required=True, help="local checkpoint folder, or text-demo (the shipped word-problem model)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--sampler", default="confidence")
     p.add_argument("--steps", type=positive_int, default=64)
@@ -26,7 +26,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights' dtype (default: as stored, float32)")
     p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
-    p.add_argument("--json", action="store_true", help="print completion, forward/backward counts and time as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print completion, forward/backward counts, time and backward_attention (aqa, dense, or null without a backward) as JSON",
+    )
     p.set_defaults(func=cmd_generate)
 
     sub.add_parser(
@@ -65,6 +69,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         rec = {"prompt": args.prompt, "completion": res.texts[0], "sampler": sampler.name}
         rec.update(forwards=int(out.forwards[0]), backwards=int(out.backwards[0]), steps=int(out.steps[0]), seconds=round(out.seconds, 4))
+        # how BoE's backward ran: through ActiveQueryAttention, or dense (a model whose attention skips the registry)
+        rec["backward_attention"] = None if not int(out.backwards[0]) else "aqa" if getattr(model, "routes_attention", True) else "dense"
         print(json.dumps(rec))
     else:
         print(res.texts[0])

@@ -1,4 +1,4 @@
-"""``tabes train sudoku``: train or resume a Sudoku MDM."""
+"""``tabes train sudoku|text``: train or resume the Sudoku MDM or the text-demo masked LM."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from tabes.cli.common import UserError, fraction, model_option, nonneg_int, posi
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train (or resume) a Sudoku MDM on generated puzzles")
-    p.add_argument("task", choices=["sudoku"])
+    p = sub.add_parser("train", help="train (or resume) a Sudoku MDM on generated puzzles, or the text-demo model on word problems")
+    p.add_argument("task", choices=["sudoku", "text"], help="sudoku: our MDM; text: a ModernBERT masked LM on generated word problems")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     p.add_argument("--max-steps", type=positive_int, default=20000, help="schedule length")
@@ -25,6 +25,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=positive_int, default=500)
+    p.add_argument(
+        "--eval-puzzles", type=positive_int, default=128, help="held-out generated puzzles (text: dev problems) decoded at each evaluation"
+    )
     p.add_argument("--eval-file", help="CSV of real puzzles (with solutions and sources) scored per band at each evaluation")
     p.add_argument("--eval-per-band", type=positive_int, default=50, help="puzzles per band of --eval-file")
     p.add_argument("--pool-size", type=positive_int, default=20000, help="generated training puzzles to hold")
@@ -43,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tabes.train import TrainConfig, train
 
     same = ("out", "minutes", "max_steps", "batch_size", "lr", "warmup", "decay_frac", "precision", "hard_frac", "seed")
-    same += ("eval_every", "eval_file", "eval_per_band", "pool_size", "workers", "weighting")
+    same += ("task", "eval_every", "eval_puzzles", "eval_file", "eval_per_band", "pool_size", "workers", "weighting")
     cfg = TrainConfig(
         **{name: getattr(args, name) for name in same},
         compile=not args.no_compile,
@@ -55,12 +58,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_from:
         from tabes.loading import default_model_path
 
-        src = default_model_path() if args.init_from == "shipped" else Path(args.init_from)
+        src = Path(args.init_from)
+        if args.init_from == "shipped":
+            src = default_model_path() if args.task == "sudoku" else default_model_path("text-demo")
         if (dst / "model.safetensors").exists():
             raise UserError(f"--init-from: {dst} already holds a model; use --resume to continue it")
         if not (src / "model.safetensors").is_file():
             raise FileNotFoundError(f"model file not found: {src / 'model.safetensors'}")
-        for name in ("model.safetensors", "config.json", "train_state.json", "train_state.safetensors", "train_log.jsonl"):
+        names = ["model.safetensors", "config.json", "train_state.json", "train_state.safetensors", "train_log.jsonl"]
+        names += ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+        for name in names:
             if (src / name).is_file():
                 shutil.copy(src / name, dst / name)
         resume = True

@@ -6,6 +6,17 @@ hands ARGS to the harness's own command line::
 
     tabes lm-eval --model tabes --model_args pretrained=PATH,sampler=boe,steps=64,gen_length=64,block_length=32 --tasks gsm8k
 
+Tasks shipped with tabes (``lm_eval_tasks/``, found by ``tabes lm-eval`` without
+``--include_path``; from Python pass ``TaskManager(include_path=TASKS_DIR)``):
+
+- ``tabes_text_demo``: the word problems of the shipped ``text-demo`` model (GSM8K format,
+  exact match on the ``#### N`` answer), read from a local JSONL, offline::
+
+    tabes lm-eval --model tabes --model_args pretrained=text-demo,sampler=boe --tasks tabes_text_demo --limit 200
+
+  Another problem file of the same format (``tabes word-problems --seed S --out F``):
+  ``--metadata '{"data_file": "F"}'``.
+
 From Python::
 
     import lm_eval
@@ -48,6 +59,7 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,6 +72,8 @@ from tabes.samplers import get_sampler
 from tabes.tasks.text import generate_text
 
 log = logging.getLogger(__name__)
+
+TASKS_DIR = str(Path(__file__).with_name("lm_eval_tasks"))
 
 
 class _Collectives:
@@ -258,15 +272,25 @@ class TabesLM(LM):
 
 
 def main(argv: list[str]) -> int:
-    """Run the harness's own command line with the ``tabes`` model type registered."""
+    """Run the harness's own command line with the ``tabes`` model type registered and the
+    shipped tasks (:data:`TASKS_DIR`) on the task path, beside any ``--include_path``."""
+    import lm_eval.tasks
     from lm_eval.__main__ import cli_evaluate
+
+    manager = lm_eval.tasks.TaskManager
+
+    def with_shipped_tasks(*args, include_path=None, **kwargs):
+        paths = list(include_path) if isinstance(include_path, (list, tuple)) else [include_path] if include_path else []
+        return manager(*args, include_path=[*paths, TASKS_DIR], **kwargs)
 
     old = sys.argv
     sys.argv = ["lm_eval", *argv]
+    lm_eval.tasks.TaskManager = with_shipped_tasks
     try:
         cli_evaluate()
     except SystemExit as exc:  # argparse errors and --help
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
     finally:
         sys.argv = old
+        lm_eval.tasks.TaskManager = manager
     return 0

@@ -31,6 +31,7 @@ from tabes.ops.aqa import AQA_MODES, attention
 log = logging.getLogger(__name__)
 
 LLADA_MASK_ID = 126336
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 KINDS = ("auto", "masked-lm", "llada", "dream")
 
 # (active (B, L) bool, mode) of the current call, read by the registered attention function
@@ -119,18 +120,33 @@ class HFDenoiser:
         self.bidirectional = bidirectional
         self.aqa_mode = aqa_mode
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
-        self.routes_attention = self._switch_to_registry()
+        self._routes: bool | None = None  # probed at the first backward (see routes_attention)
         self._warned = False
 
     # ------------------------------------------------------------------ attention routing
+    @property
+    def routes_attention(self) -> bool:
+        """Whether BoE's backward runs through ActiveQueryAttention. The first call (the first
+        backward; samplers that never backpropagate never make it) switches the model to
+        ``tabes_aqa`` and keeps it only if a probe call reaches it."""
+        if self._routes is None:
+            self._routes = self._switch_to_registry()
+        return self._routes
+
     def _switch_to_registry(self) -> bool:
         """Try the ``tabes_aqa`` implementation; keep it only if a probe call reaches it."""
+        import transformers
+
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its refusal is reported once, by logits_from_embeds
         try:
             register_attention()
             previous = self.model.config._attn_implementation
             self.model.set_attn_implementation("tabes_aqa")
         except Exception:  # noqa: BLE001  (older transformers or a model that refuses custom attention)
             return False
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         calls: list[int] = []
         token = _CALLED.set(calls)
         try:
@@ -235,15 +251,24 @@ def load_hf(
     common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
     weights = dict(common, use_safetensors=None if allow_pickle else True)
     if dtype is not None:
-        weights["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = dtype
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        weights["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = dtype  # "dtype" replaced "torch_dtype" in 4.56
     if not allow_pickle and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
         raise ValueError(f"{path} has only pickle weights (*.bin), which can run code; pass allow_pickle=True (--allow-pickle) if trusted")
     tokenizer = None
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
-    except Exception:  # noqa: BLE001  (a checkpoint without tokenizer files still decodes ids)
-        tokenizer = None
+    if any((path / name).is_file() for name in TOKENIZER_FILES):  # transformers 5 makes an empty tokenizer from no files
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+        except Exception:  # noqa: BLE001  (a checkpoint with unreadable tokenizer files still decodes ids)
+            tokenizer = None
     auto = transformers.AutoModelForMaskedLM
+    if kind in ("llada", "dream") and "auto_map" not in raw:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+        if raw.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES:  # an encoder, not a decoder turned bidirectional
+            raise ValueError(
+                f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')}): it is a masked LM; use kind 'masked-lm'"
+            )
     if kind != "masked-lm":
         auto = transformers.AutoModel if "auto_map" in raw else transformers.AutoModelForCausalLM
     try:
