@@ -40,7 +40,12 @@ TASKS = ("sudoku", "text")
 
 @dataclass
 class TrainConfig:
-    """Settings of a Sudoku training run (all stored in ``train_state.json``)."""
+    """Settings of a training run (all stored in ``train_state.json``).
+
+    ``task`` picks the task object (:func:`make_task`). The pool fields (``p_full_grid``,
+    ``pool_size``, ``pool_dirs``, ``hard_frac``, ``workers``) and ``eval_file``/``eval_per_band``
+    are Sudoku's; the text task ignores them. ``eval_puzzles`` counts held-out items of either.
+    """
 
     out: str  # run folder: checkpoints, logs, generated puzzle pool
     task: str = "sudoku"  # "sudoku" (our MDM on generated puzzles) or "text" (a ModernBERT on word problems)

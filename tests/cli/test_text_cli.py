@@ -42,3 +42,16 @@ def test_train_text_then_bench_text(tmp_path, capsys):
     assert (tmp_path / "b" / "report.md").read_text().count("| `") == 4
     assert main([*bench, "--gen-length", "8", "--blocks", "3"]) == 2
     assert "must divide gen_length" in capsys.readouterr().err
+
+
+def test_train_text_init_from_shipped_copies_the_tokenizer(tmp_path, capsys):
+    pytest.importorskip("transformers", reason="needs the hf extra")
+    import tabes
+
+    shipped = json.loads((tabes.default_model_path("text-demo") / "train_state.json").read_text())["step"]
+    run = tmp_path / "more"
+    args = ["train", "text", "--out", str(run), "--init-from", "shipped", "--max-steps", str(shipped + 1), "--batch-size", "2"]
+    assert main([*args, "--eval-every", "100000", "--no-compile", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == shipped + 1
+    assert (run / "tokenizer.json").read_bytes() == (tabes.default_model_path("text-demo") / "tokenizer.json").read_bytes()
+    assert tabes.load(run).tokenizer is not None

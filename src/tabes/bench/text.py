@@ -90,7 +90,7 @@ def run_text_bench(
                 "wrong_places": dict(s["places"]),
                 "batch_size": batch_size,
                 "threads": torch.get_num_threads(),
-                "dtype": str(next(iter(model.model.parameters())).dtype).replace("torch.", "") if hasattr(model, "model") else None,
+                "dtype": str(model.token_embeddings().dtype).replace("torch.", ""),
             }
         )
     base = {(r["steps"], r["block"]): r["s_per_problem"] for r in rows if r["sampler"] == "confidence"}

@@ -27,9 +27,6 @@ def add_parsers(sub) -> None:
 
 
 def cmd_problems(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
-
     from tabes.files import check_output_file
     from tabes.tasks import word_problems as wp
 
@@ -42,6 +39,5 @@ def cmd_problems(args: argparse.Namespace) -> int:
         wp.write_jsonl(args.out, items)
         print(f"wrote {len(items)} problems to {args.out}", file=sys.stderr)
     else:
-        for p in items:
-            print(json.dumps(asdict(p)))
+        sys.stdout.write(wp.to_jsonl(items))
     return 0

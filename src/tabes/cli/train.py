@@ -65,11 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--init-from: {dst} already holds a model; use --resume to continue it")
         if not (src / "model.safetensors").is_file():
             raise FileNotFoundError(f"model file not found: {src / 'model.safetensors'}")
-        names = ["model.safetensors", "config.json", "train_state.json", "train_state.safetensors", "train_log.jsonl"]
-        names += ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
-        for name in names:
-            if (src / name).is_file():
-                shutil.copy(src / name, dst / name)
+        for f in src.iterdir():  # weights, config, tokenizer files, training record (not a pool folder)
+            if f.is_file():
+                shutil.copy(f, dst / f.name)
         resume = True
     state = train(cfg, resume=resume, progress=not args.no_progress)
     print(json.dumps(state))

@@ -130,11 +130,16 @@ def extract_answer(text: str) -> str | None:
     return m.group(1).replace(",", "").rstrip(".") if m else None
 
 
-def write_jsonl(path: str | Path, items: list[Problem]) -> None:
+def to_jsonl(items: list[Problem]) -> str:
     """One ``{"question", "answer", "result"}`` object per line."""
+    return "".join(json.dumps(asdict(p)) + "\n" for p in items)
+
+
+def write_jsonl(path: str | Path, items: list[Problem]) -> None:
+    """:func:`to_jsonl` written atomically to ``path``."""
     from tabes.files import atomic_write_text
 
-    atomic_write_text(Path(path), "".join(json.dumps(asdict(p)) + "\n" for p in items))
+    atomic_write_text(Path(path), to_jsonl(items))
 
 
 def read_jsonl(path: str | Path) -> list[Problem]:
