@@ -53,5 +53,9 @@ def test_train_text_init_from_shipped_copies_the_tokenizer(tmp_path, capsys):
     args = ["train", "text", "--out", str(run), "--init-from", "shipped", "--max-steps", str(shipped + 1), "--batch-size", "2"]
     assert main([*args, "--eval-every", "100000", "--no-compile", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == shipped + 1
-    assert (run / "tokenizer.json").read_bytes() == (tabes.default_model_path("text-demo") / "tokenizer.json").read_bytes()
-    assert tabes.load(run).tokenizer is not None
+    # Saving may re-serialise tokenizer.json (the layout depends on the tokenizers version), so compare behaviour.
+    copied, original = tabes.load(run).tokenizer, tabes.load("text-demo").tokenizer
+    assert copied is not None
+    assert copied.get_vocab() == original.get_vocab()
+    sample = "Question: Mia has 47 apples. She gives away 12.\nAnswer: 47 - 12 = 35\n#### 35"
+    assert copied(sample)["input_ids"] == original(sample)["input_ids"]
