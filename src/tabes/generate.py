@@ -1,6 +1,7 @@
 """The decoding loop, written once.
 
     for each block (semi-autoregressive decoding; one block by default):
+        0. with a KV cache: one full forward stores the keys and values outside the block
         for each of the block's steps:
             1. masked  = masked positions of the block, per row; rows with none sit out
             2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
@@ -25,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tabes.protocol import CountingDenoiser, Denoiser, GenerationOutput
+from tabes.cache import BlockCache, check_cache_mode, supports_cache
+from tabes.protocol import CountingDenoiser, Denoiser, GenerationOutput, unwrap
 from tabes.samplers import Sampler, get_sampler
 from tabes.samplers.base import StepState
 
@@ -62,6 +64,7 @@ def generate(
     progress: bool | Callable[[int], object] = False,
     region: Tensor | None = None,
     eos_id: int | None = None,
+    cache: str = "none",
 ) -> GenerationOutput:
     """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
 
@@ -84,6 +87,10 @@ def generate(
             positions outside it stay masked (e.g. one block, or an infilling span).
         eos_id: once a row commits this token, every masked position after it is set to it
             at once: the row stops growing and spends no more passes.
+        cache: ``"none"``, ``"prefix"`` or ``"dual"``: a block KV cache (:mod:`tabes.cache`),
+            refreshed by one full forward at every block start; the block's steps run the
+            model on the block's positions (``"prefix"``: and everything after them) only.
+            Needs a model with cache support.
 
     Returns:
         :class:`tabes.protocol.GenerationOutput` with (B, L) sequences and per-row counts.
@@ -100,6 +107,9 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if ids.dim() != 2 or ids.dtype != torch.long:
         raise ValueError(f"ids must be a (B, L) long tensor, got shape {tuple(ids.shape)} and dtype {ids.dtype}")
+    check_cache_mode(cache)
+    if cache != "none" and not supports_cache(unwrap(model)):
+        raise ValueError(f"cache={cache!r}: {type(unwrap(model)).__name__} has no KV cache support; use cache='none'")
     sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
     if not hasattr(sampler, "step"):
         raise ValueError(f"sampler {sampler.name!r} searches over whole decodes: call tabes.decode, not the step loop")
@@ -134,6 +144,13 @@ def generate(
         for block, ((lo, hi), block_steps) in enumerate(plan):
             in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
             in_block[lo:hi] = True
+            block_cache = None
+            if cache != "none":  # the refresh forward: one full pass per block, for the rows with work in it
+                todo = (((x == mask_id) & in_block & ~fixed).any(-1)).nonzero().squeeze(-1)
+                if todo.numel():
+                    block_cache = BlockCache(unwrap(model), cache, L, (lo, hi), B)
+                    block_cache.fill(x, todo, attention_mask)
+                    forwards[todo] += 1
             for s in range(block_steps):
                 # 1. masked positions of the block; rows with none sit this step out
                 masked = (x == mask_id) & in_block & ~fixed  # (B, L)
@@ -162,7 +179,7 @@ def generate(
                     attention_mask=None if attention_mask is None else attention_mask[rows],
                     carry=None if carry is None or not bool(has_carry[rows].all()) else carry[rows],
                 )
-                counted = CountingDenoiser(model, rows, forwards, backwards)
+                counted = CountingDenoiser(model, rows, forwards, backwards, block_cache)
                 result = sampler.step(counted, state)
                 commit = result.commit & state.maskable
                 if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):

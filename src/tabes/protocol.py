@@ -157,10 +157,14 @@ class CountingDenoiser:
     A call on a batch of ``m * len(rows)`` sequences (a sampler that repeats its batch ``m``
     times, e.g. to score ``m`` candidates) counts ``m`` passes for every row. A backward pass
     through the output of a call is counted by a gradient hook on that output.
+
+    With ``cache`` (a :class:`tabes.cache.BlockCache`), every call runs through the block's
+    KV cache: the transformer runs on the block's query positions only.
     """
 
-    def __init__(self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor) -> None:
+    def __init__(self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor, cache: Any = None) -> None:
         self.model, self.rows, self.forwards, self.backwards = model, rows, forwards, backwards
+        self.cache = cache
         self.vocab_size, self.mask_id = model.vocab_size, model.mask_id
 
     def __getattr__(self, name: str) -> Any:  # pass through anything else (config, device, ...)
@@ -174,7 +178,7 @@ class CountingDenoiser:
 
     def subset(self, local: Tensor) -> CountingDenoiser:
         """The same model for a subset of this sub-batch's rows, (k,) long local indices."""
-        return CountingDenoiser(self.model, self.rows[local], self.forwards, self.backwards)
+        return CountingDenoiser(self.model, self.rows[local], self.forwards, self.backwards, self.cache)
 
     def embed(self, ids: Tensor) -> Tensor:
         return self.model.embed(ids)
@@ -186,7 +190,10 @@ class CountingDenoiser:
         self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
     ) -> Tensor:
         m = self._multiplicity(embeds.shape[0])
-        out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)
+        if self.cache is not None:  # a sampler's m-fold batch repeats the rows (tiled)
+            out = self.cache.logits(embeds, self.rows.repeat(m), attention_mask=attention_mask, active=active)
+        else:
+            out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)
         self.forwards[self.rows] += m
         if out.requires_grad:
 

@@ -152,6 +152,9 @@ def decode(
         raise ValueError(f"sampler {sampler.name!r}: trace must be True or False, not a path")
     if not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if kwargs.get("cache", "none") != "none":
+        raise ValueError(f"sampler {sampler.name!r} searches over whole decodes and has no KV cache; use cache='none'")
+    kwargs.pop("cache", None)
     kwargs.pop("progress", None)  # a search reports no per-step progress
     kwargs.pop("temperature", None)  # the search's own temperature drives its particles
     return sampler.run(model, ids, steps=steps, trace=bool(trace), **kwargs)

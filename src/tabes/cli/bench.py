@@ -16,7 +16,7 @@ def _blocks(text: str) -> list[int | None]:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,text,train,aqa,step,fidelity,entropy}")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,text,train,aqa,cache,step,fidelity,entropy}")
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
@@ -71,6 +71,23 @@ def add_parsers(sub) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
     b.set_defaults(func=cmd_bench_aqa)
+
+    b = bench.add_parser("cache", help="s per generated token with and without the block KV cache (random Llama-style model)")
+    b.add_argument("--samplers", type=split_specs, default=["confidence", "boe"])
+    b.add_argument("--caches", type=csv_list(str), default=["none", "prefix", "dual"])
+    b.add_argument("--prompt", type=positive_int, default=768)
+    b.add_argument("--gen", type=positive_int, default=256)
+    b.add_argument("--block", type=positive_int, default=32)
+    b.add_argument("--steps", type=positive_int, help="denoising steps for --gen tokens (default: one token per step)")
+    b.add_argument("--layers", type=positive_int, default=4)
+    b.add_argument("--width", type=positive_int, default=256)
+    b.add_argument("--vocab", type=positive_int, default=8192)
+    b.add_argument("--repeats", type=positive_int, default=1)
+    b.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    b.set_defaults(func=cmd_bench_cache)
 
     b = bench.add_parser("step", help="wall-clock of one sampler step over one confidence step (medians, side by side)")
     b.add_argument(
@@ -202,6 +219,46 @@ def cmd_bench_aqa(args: argparse.Namespace) -> int:
     print(" ".join(f"{c:>12}" for c in cols))
     for r in rows:
         print(" ".join(f"{r[c]:>12.3f}" if isinstance(r[c], float) else f"{r[c]:>12}" for c in cols))
+    return 0
+
+
+def cmd_bench_cache(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from tabes.bench.cache import CacheBenchConfig, run_cache_bench
+    from tabes.cache import check_cache_mode
+
+    for c in args.caches:
+        check_cache_mode(c)
+    cfg = CacheBenchConfig(
+        prompt=args.prompt,
+        gen=args.gen,
+        block=args.block,
+        steps=args.steps,
+        layers=args.layers,
+        width=args.width,
+        vocab=args.vocab,
+        repeats=args.repeats,
+        seed=args.seed,
+        dtype=args.dtype,
+        device=args.device,
+    )
+    log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    rows = run_cache_bench(cfg, tuple(args.samplers), tuple(args.caches), progress=log)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(
+        f"block KV cache: Llama-style, {cfg.layers} layers, width {cfg.width}, vocab {cfg.vocab}, {cfg.dtype} on {cfg.device}, "
+        f"{torch.get_num_threads()} threads, batch 1, prompt {cfg.prompt}, gen {cfg.gen}, block {cfg.block}, "
+        f"{rows[0]['steps']} steps, median of {cfg.repeats}"
+    )
+    cols = ["sampler", "cache", "s_per_token", "speedup", "vs_confidence", "agree_with_none"]
+    print(" ".join(f"{c:>16}" for c in cols))
+    for r in rows:
+        print(" ".join(f"{'-' if r[c] is None else r[c]:>16}" for c in cols))
     return 0
 
 

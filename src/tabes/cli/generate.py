@@ -25,6 +25,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights when the folder has no safetensors")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights' dtype (default: as stored, float32)")
+    p.add_argument(
+        "--cache",
+        choices=["none", "prefix", "dual"],
+        default="none",
+        help="block KV cache (Fast-dLLM): refreshed at each block start; use with --block-length",
+    )
     p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
     p.add_argument(
         "--json",
@@ -64,10 +70,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         stop_at_eos=not args.no_eos_stop,
+        cache=args.cache,
     )
     out = res.output
     if args.json:
-        rec = {"prompt": args.prompt, "completion": res.texts[0], "sampler": sampler.name}
+        rec = {"prompt": args.prompt, "completion": res.texts[0], "sampler": sampler.name, "cache": args.cache}
         rec.update(forwards=int(out.forwards[0]), backwards=int(out.backwards[0]), steps=int(out.steps[0]), seconds=round(out.seconds, 4))
         # how BoE's backward ran: through ActiveQueryAttention, or dense (a model whose attention skips the registry)
         rec["backward_attention"] = None if not int(out.backwards[0]) else "aqa" if getattr(model, "routes_attention", True) else "dense"

@@ -37,7 +37,9 @@ Model arguments (``model_args``, comma-separated ``key=value``):
 - ``kind``, ``mask_id``, ``trust_remote_code``, ``device``, ``dtype`` (``float32``,
   ``bfloat16``, ``float16``), ``allow_pickle``: passed to :func:`tabes.load` (``device``
   defaults to CUDA when available; a CUDA device on a machine without one falls back to the
-  CPU with a warning).
+  CPU with a warning);
+- ``cache``: ``none`` (default), ``prefix`` or ``dual``, the block KV cache of
+  :func:`tabes.generate` (it needs ``block_length``; without blocks it is not used).
 
 ``generate_until`` cuts each completion at the first of the request's stop strings.
 ``loglikelihood`` and ``loglikelihood_rolling`` raise ``NotImplementedError``: a masked
@@ -67,6 +69,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from tabes import dist
+from tabes.cache import check_cache_mode
 from tabes.loading import load
 from tabes.samplers import get_sampler
 from tabes.tasks.text import generate_text
@@ -151,6 +154,7 @@ class TabesLM(LM):
         device: str | None = None,
         dtype: str | None = None,
         allow_pickle: bool | str = False,
+        cache: str = "none",
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -185,6 +189,7 @@ class TabesLM(LM):
         # "auto" (the harness's batch-size search) is not supported: it falls back to 1
         self.batch_size_per_gpu = 1 if str(batch_size).startswith("auto") else _to_int("batch_size", batch_size)
         self.eos_stop = _to_bool("eos_stop", eos_stop)
+        self.cache = check_cache_mode(str(cache))
         self._device = torch.device(device)  # where the harness puts its small tensors
         self._rank, self._world_size = dist.world()
         self.accelerator = _Collectives()
@@ -226,6 +231,7 @@ class TabesLM(LM):
             temperature=self.temperature,
             seed=seed,
             stop_at_eos=self.eos_stop,
+            cache=self.cache if block is not None else "none",  # the cache works per block
         )
         return res.texts
 

@@ -21,12 +21,14 @@ import inspect
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from tabes.ops.aqa import AQA_MODES, attention
+from tabes.cache import LayerKV
+from tabes.ops.aqa import AQA_MODES, attention, attention_to_keys
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,28 @@ KINDS = ("auto", "masked-lm", "llada", "dream")
 # (active (B, L) bool, mode) of the current call, read by the registered attention function
 _ACTIVE: contextvars.ContextVar[tuple[Tensor, str] | None] = contextvars.ContextVar("tabes_active", default=None)
 _CALLED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("tabes_called", default=None)
+
+
+@dataclass
+class _CacheCall:
+    """What the registered attention does with a KV cache in the current forward.
+
+    Filling (``kv`` None): keep each layer's keys and values at ``context`` (Lc,) long.
+    Using: put layer i's cached keys and values before the call's own; ``key_bias`` (B, 1, 1,
+    Lc + Lq) replaces the model's mask, ``active`` (B, Lq) are the AQA rows. Layers are counted
+    in call order (one attention call per layer and forward).
+    """
+
+    context: Tensor | None = None
+    kv: LayerKV | None = None
+    key_bias: Tensor | None = None
+    active: Tensor | None = None
+    keys: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] = field(default_factory=list)
+    layer: int = 0
+
+
+_KV: contextvars.ContextVar[_CacheCall | None] = contextvars.ContextVar("tabes_kv", default=None)
 
 
 def tabes_aqa_attention(
@@ -55,6 +79,13 @@ def tabes_aqa_attention(
     broadcastable to (B, H, L, L). Returns ((B, L, H, Dh), None) like the built-in functions.
     Without an active mask in the context it is ordinary attention.
     """
+    cache = _KV.get()
+    if cache is not None and cache.kv is None:  # filling: keep the context's keys and values
+        cache.keys.append(key[:, :, cache.context].detach())
+        cache.values.append(value[:, :, cache.context].detach())
+    elif cache is not None:  # a step through the cache: the context's keys first, then the call's own
+        i, cache.layer = cache.layer, cache.layer + 1
+        key, value = torch.cat([cache.kv.keys[i], key], dim=2), torch.cat([cache.kv.values[i], value], dim=2)
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
@@ -68,6 +99,9 @@ def tabes_aqa_attention(
         bias = bias.to(query.dtype)
     if scaling is not None:  # our kernel scales by 1/sqrt(Dh); fold any other scale into q
         query = query * (scaling * math.sqrt(query.shape[-1]))
+    if cache is not None and cache.kv is not None:
+        out = attention_to_keys(query, key, value, bias=cache.key_bias.to(query.dtype), active=cache.active)
+        return out.transpose(1, 2).contiguous(), None
     state = _ACTIVE.get()
     called = _CALLED.get()
     if called is not None:
@@ -204,6 +238,60 @@ class HFDenoiser:
             return self._forward(embeds, attention_mask)
         finally:
             _ACTIVE.reset(token)
+
+    # ------------------------------------------------------------------ KV cache (tabes.cache)
+    def _check_cache(self) -> None:
+        if self.logit_shift:
+            raise ValueError("the KV cache does not support Dream-style shifted logits yet; use cache='none'")
+        if not self._takes_positions:
+            raise ValueError(f"{type(self.model).__name__}.forward takes no position_ids, which the KV cache needs; use cache='none'")
+        if not self.routes_attention:
+            raise ValueError(
+                f"{type(self.model).__name__} does not route attention through transformers' AttentionInterface "
+                "(e.g. BERT and ModernBERT before transformers 5), which the KV cache needs; use cache='none'"
+            )
+
+    def _positions(self, attention_mask: Tensor | None, B: int, L: int, device) -> Tensor:
+        """(B, L) position ids, counted from each row's first real token (as ``_forward`` does)."""
+        if attention_mask is None:
+            return torch.arange(L, device=device).expand(B, L)
+        return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+    def fill_cache(self, embeds: Tensor, *, context: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, LayerKV]:
+        """The refresh forward: (B, L, D), (L,) bool context -> ((B, L, V) logits, the context's keys and values)."""
+        self._check_cache()
+        ctx = context.to(embeds.device).nonzero().squeeze(-1)
+        call = _CacheCall(context=ctx)
+        token = _KV.set(call)
+        try:
+            with torch.no_grad():
+                logits = self._forward(embeds, attention_mask)
+        finally:
+            _KV.reset(token)
+        return logits, LayerKV(ctx, call.keys, call.values)
+
+    def logits_with_cache(
+        self, embeds: Tensor, *, positions: Tensor, kv: LayerKV, attention_mask: Tensor | None = None, active: Tensor | None = None
+    ) -> Tensor:
+        """A step through the cache: (B, Lq, D) embeddings at ``positions`` (Lq,) -> (B, Lq, V).
+        ``attention_mask``: (B, L) of the whole sequence; ``active``: (B, Lq) AQA rows."""
+        self._check_cache()
+        B, Lq, _ = embeds.shape
+        L = int(max(int(positions.max()), int(kv.positions.max()) if kv.positions.numel() else -1)) + 1
+        if attention_mask is not None:
+            L = attention_mask.shape[1]
+        keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device) if attention_mask is None else attention_mask.bool()
+        keys = torch.cat([kv.positions.to(embeds.device), positions.to(embeds.device)])
+        key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
+        key_bias = key_bias.masked_fill(~keep[:, None, None, keys], float("-inf"))
+        position_ids = self._positions(attention_mask, B, L, embeds.device)[:, positions]
+        # the model's own mask is replaced by key_bias in the attention; pass one of the right size
+        mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
+        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active))
+        try:
+            return self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
+        finally:
+            _KV.reset(token)
 
     @property
     def max_positions(self) -> int | None:

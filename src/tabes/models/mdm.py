@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tabes.ops.aqa import AQA_MODES, active_index, attention
+from tabes.cache import LayerKV
+from tabes.ops.aqa import AQA_MODES, active_index, attention, attention_to_keys
 from tabes.ops.rows import linear_rows, mlp_rows
 
 MODEL_TYPE = "tabes-mdm"
@@ -122,14 +123,26 @@ class Block(nn.Module):
         aqa_mode: str,
         grad_rows: Tensor | None = None,
         input_grad_only: bool = False,
+        context: tuple[Tensor, Tensor] | None = None,
+        keep: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """(B, L, D) -> (B, L, D). ``active``/``aqa_mode``/``grad_rows``: see :func:`tabes.ops.aqa.attention`;
-        ``input_grad_only``: the exact sparse adjoint with row-skipping linears (needs ``active``)."""
+        ``input_grad_only``: the exact sparse adjoint with row-skipping linears (needs ``active``).
+
+        KV cache (:mod:`tabes.cache`): ``keep`` collects this layer's (k, v), each (B, H, L, Dh);
+        ``context`` = cached (k, v), each (B, H, Lc, Dh), puts those keys before the rows' own
+        (``bias`` then covers (L, Lc + L) and ``active`` uses the cache's definition)."""
         B, L, D = x.shape
         heads = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in self.qkv_proj(x, input_grad_only))
         q, k, v = heads  # (B, H, L, Dh) each
-        mode = "exact" if input_grad_only else aqa_mode
-        y = attention(q, k, v, bias=bias, active=active, mode=mode, grad_rows=grad_rows)  # (B, H, L, Dh)
+        if keep is not None:
+            keep.append((k.detach(), v.detach()))
+        if context is not None:
+            k, v = torch.cat([context[0], k], dim=2), torch.cat([context[1], v], dim=2)
+            y = attention_to_keys(q, k, v, bias=bias, active=active)  # (B, H, L, Dh)
+        else:
+            mode = "exact" if input_grad_only else aqa_mode
+            y = attention(q, k, v, bias=bias, active=active, mode=mode, grad_rows=grad_rows)  # (B, H, L, Dh)
         return self.after_attention(x, y.transpose(1, 2).reshape(B, L, D), input_grad_only)
 
 
@@ -201,29 +214,12 @@ class MDM(nn.Module):
             raise ValueError(f"grad_rows must be a (B, L) = {(B, L)} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}")
         # the exact sparse adjoint: input gradients only (parameters are constants), rows skipped
         input_grad_only = active is not None and cfg.aqa_mode == "exact" and cfg.skip_rows and torch.is_grad_enabled()
-        if cfg.layout == "sudoku":
-            cell = torch.arange(L, device=embeds.device)
-            r, c = cell // cfg.grid, cell % cfg.grid
-            box = math.isqrt(cfg.grid)
-            position = self.row(r) + self.col(c) + self.box((r // box) * box + c // box)  # (L, D)
-        else:
-            position = self.pos(torch.arange(L, device=embeds.device))
+        cells = torch.arange(L, device=embeds.device)
+        position = self._position(cells)
         if grad_rows is not None and torch.is_grad_enabled():
             embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
         x = embeds + (position.detach() if input_grad_only else position)  # (B, L, D)
-        key_bias = None
-        if attention_mask is not None:
-            key_bias = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device)
-            key_bias = key_bias.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
-        biases = []
-        for i in range(cfg.n_layers):
-            bias = None
-            if cfg.layout == "sudoku":
-                rel = self.rel_bias[i].detach() if input_grad_only else self.rel_bias[i]
-                bias = rel[:, self.relations][None].to(x.dtype)  # (1, H, L, L)
-            if key_bias is not None:
-                bias = key_bias if bias is None else bias + key_bias
-            biases.append(bias)
+        biases = self._biases(cells, cells, attention_mask, x.dtype, input_grad_only)
         if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled():
             return self._active_rows_logits(x, biases, active)
         return self._dense_logits(x, biases, active, cfg.aqa_mode, grad_rows, input_grad_only)
@@ -296,6 +292,65 @@ class MDM(nn.Module):
             xa = blk.after_attention(xa, y.transpose(1, 2).reshape(B, A, D))
         logits_a = self.head(self.ln_f(xa))  # (B, A, V)
         return put(pad(full), logits_a)[:, :L]
+
+    def _position(self, cells: Tensor) -> Tensor:
+        """(n,) long positions -> (n, D) position embeddings (Sudoku: row + column + box)."""
+        cfg = self.config
+        if cfg.layout == "sudoku":
+            r, c = cells // cfg.grid, cells % cfg.grid
+            box = math.isqrt(cfg.grid)
+            return self.row(r) + self.col(c) + self.box((r // box) * box + c // box)
+        return self.pos(cells)
+
+    def _biases(
+        self, q_cells: Tensor, k_cells: Tensor, attention_mask: Tensor | None, dtype: torch.dtype, constant: bool = False
+    ) -> list[Tensor | None]:
+        """Per layer, the additive attention bias between query positions (Lq,) and key
+        positions (Lk,): relation bias (Sudoku) plus -inf at padding keys of ``attention_mask``
+        (B, L) -> each (1 or B, H or 1, Lq, Lk), or None."""
+        cfg = self.config
+        key_bias = None
+        if attention_mask is not None:
+            keep = attention_mask.bool()[:, k_cells]  # (B, Lk)
+            key_bias = torch.zeros(keep.shape[0], 1, 1, keep.shape[1], dtype=dtype, device=keep.device)
+            key_bias = key_bias.masked_fill(~keep[:, None, None, :], float("-inf"))
+        biases = []
+        for i in range(cfg.n_layers):
+            bias = None
+            if cfg.layout == "sudoku":
+                rel = self.rel_bias[i].detach() if constant else self.rel_bias[i]
+                bias = rel[:, self.relations[q_cells][:, k_cells]][None].to(dtype)  # (1, H, Lq, Lk)
+            if key_bias is not None:
+                bias = key_bias if bias is None else bias + key_bias
+            biases.append(bias)
+        return biases
+
+    # ------------------------------------------------------------------ KV cache (tabes.cache)
+    @torch.no_grad()
+    def fill_cache(self, embeds: Tensor, *, context: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, LayerKV]:
+        """The refresh forward of a block: (B, L, D) embeddings, (L,) bool context positions ->
+        ((B, L, V) logits, the context's keys and values in every layer)."""
+        B, L, _ = embeds.shape
+        cells = torch.arange(L, device=embeds.device)
+        x = embeds + self._position(cells)
+        keep: list[tuple[Tensor, Tensor]] = []
+        for blk, bias in zip(self.blocks, self._biases(cells, cells, attention_mask, x.dtype)):
+            x = blk(x, bias, None, "exact", keep=keep)
+        ctx = context.to(embeds.device).nonzero().squeeze(-1)
+        kv = LayerKV(ctx, [k[:, :, ctx] for k, _ in keep], [v[:, :, ctx] for _, v in keep])
+        return self.head(self.ln_f(x)), kv
+
+    def logits_with_cache(
+        self, embeds: Tensor, *, positions: Tensor, kv: LayerKV, attention_mask: Tensor | None = None, active: Tensor | None = None
+    ) -> Tensor:
+        """A step through the cache: (B, Lq, D) embeddings at ``positions`` (Lq,) long, attending
+        to ``kv`` and to each other -> (B, Lq, V) logits. ``attention_mask``: (B, L) of the whole
+        sequence; ``active``: (B, Lq) bool AQA rows (scores of the others are constants)."""
+        x = embeds + self._position(positions)
+        keys = torch.cat([kv.positions.to(positions.device), positions])  # the key axis: context, then queries
+        for i, (blk, bias) in enumerate(zip(self.blocks, self._biases(positions, keys, attention_mask, x.dtype))):
+            x = blk(x, bias, active, "exact", context=(kv.keys[i], kv.values[i]))
+        return self.head(self.ln_f(x))
 
     def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
         """(B, L) ids -> (B, L, V) logits."""

@@ -438,3 +438,26 @@ def attention(
     if mode == "reference":
         return attention_reference(q, k, v, bias=bias, active=active, grad_rows=grad_rows)
     return _ActiveQueryAttention.apply(q, k, v, bias, active, grad_rows, mode == "kv")
+
+
+def attention_to_keys(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+    """Attention of some query rows to a longer list of keys (the block of a KV-cached step).
+
+    The cache's keys and values come in as constants; the block's own rows carry gradient.
+    With ``active``, the scores of inactive query rows are constants in the backward (the
+    ``exact``/``reference`` definition above, applied to a rectangular score matrix: the
+    backward of a block is O(Lq Lk d), so there is nothing to gain from gathering rows).
+
+    Shapes: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh), bias broadcastable to (B, H, Lq, Lk),
+    active (B, Lq) bool -> (B, H, Lq, Dh).
+    """
+    B, _, Lq, _ = q.shape
+    if active is not None and (active.shape != (B, Lq) or active.dtype != torch.bool):
+        raise ValueError(f"active must be a (B, Lq) = {(B, Lq)} bool tensor, got {tuple(active.shape)} {active.dtype}")
+    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
+    s = _scores(q, k, bias)  # (B, H, Lq, Lk)
+    if active is not None:
+        s = torch.where(active[:, None, :, None], s, s.detach())
+    p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), dim=-1)  # float32 at least, float64 kept
+    return (p.to(v.dtype) @ v).to(q.dtype)

@@ -318,7 +318,7 @@ class BoESampler:
                 attention_mask=am,
                 return_tokens=True,
             )
-            tis[rows], future[rows] = t_sub, f_sub
+            tis[rows], future[rows] = t_sub, f_sub.float()
             if cfg.consistency:
                 inconsistent[rows] = cand[rows] & (tok_sub != pred.tokens[rows])
         # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty

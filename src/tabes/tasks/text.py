@@ -37,6 +37,7 @@ def generate_text(
     temperature: float = 0.0,
     seed: int = 0,
     stop_at_eos: bool = True,
+    cache: str = "none",
 ) -> TextResult:
     """Complete each prompt with ``gen_length`` generated tokens.
 
@@ -75,6 +76,7 @@ def generate_text(
         generator=torch.Generator().manual_seed(seed),
         attention_mask=attention_mask,
         eos_id=eos,
+        **({} if cache == "none" else {"cache": cache}),
     )
     texts = []
     for b in range(B):

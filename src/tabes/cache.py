@@ -1,0 +1,143 @@
+"""A block KV cache for the decoding loop (the semantics of Fast-dLLM, arXiv 2505.22618).
+
+With block decoding, the positions outside the current block change little while the block is
+decoded. So, at the start of each block, one full forward stores the keys and values of the
+*context* positions in every layer; the block's steps then run the transformer on the
+*query* positions only, which attend to the stored keys and values and to their own:
+
+- ``"prefix"``: the context is everything before the block; the queries are the block and
+  everything after it (the suffix is recomputed at every step).
+- ``"dual"``: the context is everything outside the block, before and after it; the queries
+  are the block's positions only.
+
+The cache is refreshed at every block start. Logits at the context positions are those of the
+refresh forward (stale constants); every sampler reads only the block's masked positions.
+
+BoE through the cache: the surrogate forward and the backward cover the query positions only,
+and the cached keys and values are constants (stop-gradient). The Token Influence Score then
+omits the paths that run from a candidate through a context position's hidden states back
+into the block; ``tabes bench fidelity --cache`` measures what that costs.
+
+A model supports the cache by providing two methods (:class:`tabes.models.mdm.MDM` and
+:class:`tabes.models.hf.HFDenoiser` do):
+
+- ``fill_cache(embeds, *, context, attention_mask)``: (B, L, D) embeddings and the (L,) bool
+  context positions -> ((B, L, V) logits, :class:`LayerKV`);
+- ``logits_with_cache(embeds, *, positions, kv, attention_mask, active)``: (B, Lq, D)
+  embeddings of the query positions (Lq,) long -> (B, Lq, V) logits; ``attention_mask`` is
+  the (B, L) padding mask of the whole sequence, ``active`` (B, Lq) the AQA rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+CACHE_MODES = ("none", "prefix", "dual")
+
+
+@dataclass
+class LayerKV:
+    """Keys and values of the context positions, one pair per attention layer.
+
+    Attributes:
+        positions: (Lc,) long, the context positions, in the order of the key axis.
+        keys, values: per layer (B, H_kv, Lc, Dh), no gradient.
+    """
+
+    positions: Tensor
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    def rows(self, index: Tensor) -> LayerKV:
+        """The cache of the batch rows ``index`` ((n,) long, repeats allowed)."""
+        return LayerKV(self.positions, [k[index] for k in self.keys], [v[index] for v in self.values])
+
+
+def supports_cache(model: object) -> bool:
+    """Whether ``model`` provides ``fill_cache`` and ``logits_with_cache``."""
+    return callable(getattr(model, "fill_cache", None)) and callable(getattr(model, "logits_with_cache", None))
+
+
+def check_cache_mode(cache: str) -> str:
+    """Validate a cache mode name; returns it."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+    return cache
+
+
+class BlockCache:
+    """The cache of one block of one :func:`tabes.generate` call.
+
+    Args:
+        model: a denoiser with ``fill_cache``/``logits_with_cache``.
+        mode: ``"prefix"`` or ``"dual"``.
+        length: L, the sequence length.
+        block: (lo, hi), the block's positions ``lo <= i < hi``.
+        batch: B, rows of the whole batch (the cache is indexed by the loop's row ids).
+    """
+
+    def __init__(self, model, mode: str, length: int, block: tuple[int, int], batch: int) -> None:
+        if mode not in ("prefix", "dual"):
+            raise ValueError(f"a block cache needs mode 'prefix' or 'dual', got {mode!r}")
+        if not supports_cache(model):
+            raise ValueError(f"{type(model).__name__} has no KV cache support (fill_cache / logits_with_cache); use cache='none'")
+        lo, hi = block
+        self.model, self.mode, self.length, self.batch = model, mode, length, batch
+        self.lo, self.hi = lo, (hi if mode == "dual" else length)  # query positions lo <= i < self.hi
+        self.context = torch.ones(length, dtype=torch.bool)
+        self.context[self.lo : self.hi] = False
+        self.kv: LayerKV | None = None
+        self.stale: Tensor | None = None  # (B, L, V) logits of the refresh forward
+        self.filled_from: Tensor | None = None  # (B, L) ids the cache was filled from (tests read it)
+
+    @property
+    def positions(self) -> Tensor:
+        """(Lq,) long, the query positions the cached steps compute."""
+        return torch.arange(self.lo, self.hi)
+
+    def fill(self, x: Tensor, rows: Tensor, attention_mask: Tensor | None) -> None:
+        """The refresh forward: store the context's keys and values for ``rows`` of ``x`` (B, L)."""
+        model = self.model
+        with torch.no_grad():
+            embeds = model.embed(x[rows])
+            am = None if attention_mask is None else attention_mask[rows]
+            logits, kv = model.fill_cache(embeds, context=self.context.to(x.device), attention_mask=am)
+        B = self.batch
+
+        def full(t: Tensor) -> Tensor:  # (n, ...) for rows -> (B, ...)
+            out = t.new_zeros((B, *t.shape[1:]))
+            out[rows] = t
+            return out
+
+        self.kv = LayerKV(kv.positions, [full(k) for k in kv.keys], [full(v) for v in kv.values])
+        self.stale = full(logits.detach())
+        self.filled_from = x.clone()
+
+    def logits(self, embeds: Tensor, rows: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        """Logits of a step inside the block, through the cache.
+
+        Args:
+            embeds: (n, L, D) embeddings of the whole sequences (only the query positions are read).
+            rows: (n,) long, the loop's row id of each sequence (repeats allowed).
+            attention_mask: (n, L) bool padding mask, or None.
+            active: (n, L) bool AQA rows, or None.
+
+        Returns:
+            (n, L, V) logits: computed at the query positions, the refresh forward's (constants) elsewhere.
+        """
+        if self.kv is None or self.stale is None:
+            raise RuntimeError("the block cache was used before fill()")
+        lo, hi = self.lo, self.hi
+        q_pos = self.positions.to(embeds.device)
+        out = self.model.logits_with_cache(
+            embeds[:, lo:hi],
+            positions=q_pos,
+            kv=self.kv.rows(rows),
+            attention_mask=attention_mask,
+            active=None if active is None else active[:, lo:hi],
+        )  # (n, Lq, V)
+        stale = self.stale[rows].to(out.dtype)
+        return torch.cat([stale[:, :lo], out, stale[:, hi:]], dim=1)
