@@ -43,7 +43,15 @@ def _ids(B: int = 3, length: int = L, prompt: int = 6, seed: int = 1, mask: int 
     return ids
 
 
-MODELS = {"mdm": lambda: _mdm(), "mdm-sudoku": lambda: _mdm("sudoku"), "llama": lambda: _llama()}
+def _llada(seed: int = 0):
+    from tabes.models.hf import HFDenoiser
+    from tests.llada_double import LLaDAModelLM, llada_config
+
+    torch.manual_seed(seed)
+    return HFDenoiser(LLaDAModelLM(llada_config(vocab_size=V, n_kv_heads=2)).double(), mask_id=MASK)
+
+
+MODELS = {"mdm": lambda: _mdm(), "mdm-sudoku": lambda: _mdm("sudoku"), "llama": lambda: _llama(), "llada": lambda: _llada()}
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
@@ -55,7 +63,7 @@ def test_cached_step_equals_uncached_when_nothing_changed(name, mode):
     length = 81 if name == "mdm-sudoku" else L
     x = _ids(length=length, mask=model.mask_id)
     am = torch.ones_like(x, dtype=torch.bool)
-    am[1, :2] = False  # left padding in one row
+    am[1, :2] = False  # left padding in one row (LLaDA's own attention ignores it, and so does its cache)
     cache = BlockCache(model, mode, length, (8, 16), x.shape[0])
     cache.fill(x, torch.arange(3), am)
     rows = torch.tensor([2, 0, 1])
@@ -67,7 +75,7 @@ def test_cached_step_equals_uncached_when_nothing_changed(name, mode):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["mdm", "llama"])
+@pytest.mark.parametrize("name", ["mdm", "llama", "llada"])
 def test_cached_step_sees_the_block_change_but_not_the_context(name):
     """After tokens change inside the block, a cached step uses the new block and the stale
     context: it differs from a full forward on the new ids, and from the first step's logits."""
@@ -87,7 +95,7 @@ def test_cached_step_sees_the_block_change_but_not_the_context(name):
     assert not torch.allclose(cache_y.kv.keys[-1], cache.kv.keys[-1])  # the context's keys depend on the block
 
 
-@pytest.mark.parametrize("name", ["mdm", "llama"])
+@pytest.mark.parametrize("name", ["mdm", "llama", "llada"])
 @pytest.mark.parametrize("sampler", ["confidence", "boe"])
 def test_decoding_with_a_cache_does_not_depend_on_the_batch(name, sampler):
     model = MODELS[name]()
@@ -163,3 +171,14 @@ def test_cache_errors_name_the_problem():
     stub = StubDenoiser(V, lambda logits: None)  # mask id V - 1 = MASK
     with pytest.raises(ValueError, match="no KV cache support"):
         generate(stub, _ids(), sampler="confidence", steps=4, cache="prefix")
+
+
+def test_cache_fidelity_is_perfect_without_context_and_measured_with_it():
+    from tabes.bench.fidelity import cache_fidelity
+
+    model = _mdm()
+    everything = torch.full((2, L), MASK)  # one block, no position outside it: the cache holds nothing
+    row = cache_fidelity(model, everything, steps=12, block_length=None, cache="dual")
+    assert row["n_steps"] > 0 and row["spearman"] == 1.0 and row["same_commit"] == 1.0
+    row = cache_fidelity(model, _ids(B=2), steps=18, block_length=6, cache="dual")
+    assert row["n_steps"] > 0 and row["spearman"] < 1.0

@@ -101,6 +101,30 @@ def test_registry_aqa_gradients_equal_the_reference():
     assert (_tis(exact, "candidates") - _tis(exact, "dense")).abs().max() > 1e-6  # AQA really changes the backward
 
 
+def _llada(aqa_mode="exact", seed=0):
+    from tests.llada_double import LLaDAModelLM, llada_config
+
+    torch.manual_seed(seed)
+    return HFDenoiser(LLaDAModelLM(llada_config(vocab_size=V, n_kv_heads=2)).double(), mask_id=MASK, aqa_mode=aqa_mode)
+
+
+def test_llada_layout_gets_aqa_through_its_blocks():
+    """LLaDA's remote code calls attention inside its own blocks, past transformers' registry:
+    the adapter patches each block's attention method, and the gradients equal the reference."""
+    exact, ref = _llada("exact"), _llada("reference")
+    plain = _tis(_llada(), "dense")  # before any switch: the model's own attention
+    assert exact.routes_attention and ref.routes_attention
+    for active in ("candidates", "candidates+probes"):
+        torch.testing.assert_close(_tis(exact, active), _tis(ref, active), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(_tis(exact, "dense"), plain, atol=1e-10, rtol=1e-8)  # same forward and dense backward as LLaDA's own
+    assert (_tis(exact, "candidates") - plain).abs().max() > 1e-6  # AQA really changes the backward
+    with torch.no_grad():  # a later token changes position 0: bidirectional, as LLaDA is
+        ids = _ids()
+        ids2 = ids.clone()
+        ids2[0, 11] = 5 if ids[0, 11] != 5 else 6
+        assert (exact.logits(ids2)[0, 0] - exact.logits(ids)[0, 0]).abs().max() > 0
+
+
 def test_model_without_registry_falls_back_to_dense_with_one_warning(caplog):
     bert = _bert()
 

@@ -46,11 +46,18 @@ class AQABenchConfig:
     candidates: int = 4
     repeats: int = 5
     seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"  # the weights' and embeddings' dtype (float32, bfloat16, float16)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def bench_model(L: int, cfg: AQABenchConfig) -> MDM:
     """The benchmark architecture: our MDM with learned positions, random weights, eval mode."""
-    return MDM(
+    model = MDM(
         MDMConfig(
             vocab_size=cfg.vocab_size,
             mask_id=cfg.vocab_size - 1,
@@ -60,7 +67,8 @@ def bench_model(L: int, cfg: AQABenchConfig) -> MDM:
             n_layers=cfg.n_layers,
             layout="sequence",
         )
-    ).eval()
+    )
+    return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
 
 
 def _time(fn, repeats: int) -> list[float]:
@@ -85,16 +93,19 @@ def _surrogate(model: MDM, L: int, cfg: AQABenchConfig, rho: float, g: torch.Gen
     n_active = max(cfg.candidates + 1, math.ceil(rho * L))
     probes = torch.zeros(B, L, dtype=torch.bool)
     probes.scatter_(1, order[:, cfg.candidates : n_active], True)
+    ids, cand, probes = ids.to(cfg.device), cand.to(cfg.device), probes.to(cfg.device)
     base = model.embed(ids).detach()
-    soft = torch.randn(B, L, model.config.d_model, generator=g) * 0.02
+    soft = (torch.randn(B, L, model.config.d_model, generator=g) * 0.02).to(device=cfg.device, dtype=base.dtype)
 
     def run(active, mode="exact", skip_rows=True):
         model.config.aqa_mode, model.config.skip_rows = mode, skip_rows
         inj = soft.clone().requires_grad_(True)
         emb = torch.where(cand[..., None], inj, base)
         h = future_entropy(model, emb, probes, active=active, grad_rows=None if active is None else cand).sum()  # as BoE calls it
+        _sync(cfg.device)
         t = time.perf_counter()
         torch.autograd.grad(h, inj)
+        _sync(cfg.device)
         return (time.perf_counter() - t) * 1e3
 
     return run, cand | probes
@@ -151,6 +162,8 @@ def run_aqa_bench(lengths: list[int], rhos: list[float], cfg: AQABenchConfig | N
                     "attn_share": round(share, 3),
                     "bound": round(1 - share, 3),
                     "layers": cfg.n_layers,
+                    "device": cfg.device,
+                    "dtype": cfg.dtype,
                     # the ratio of the mode BoE runs with by default (the models' default aqa_mode)
                     "default_ratio": round(med["aqa" if MDMConfig.aqa_mode == "exact" else "kv"] / d, 3),
                 }

@@ -68,6 +68,8 @@ def add_parsers(sub) -> None:
     b.add_argument("--d-model", type=positive_int, default=512)
     b.add_argument("--layers", type=csv_list(int), default=[8], help="model depths, e.g. 2,8,32 (default: the shipped model's 8)")
     b.add_argument("--repeats", type=positive_int, default=5)
+    b.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    b.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
     b.set_defaults(func=cmd_bench_aqa)
@@ -104,7 +106,15 @@ def add_parsers(sub) -> None:
     b.add_argument("--limit", type=positive_int, default=50)
     b.add_argument("--r", type=positive_int, default=4)
     b.add_argument("--max-steps", type=positive_int, default=20, help="steered steps per puzzle")
-    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model; text-demo with a .jsonl --file)")
+    b.add_argument(
+        "--cache",
+        choices=["prefix", "dual"],
+        help="instead: BoE's TIS through the block KV cache against the uncached TIS (needs --block-length)",
+    )
+    b.add_argument("--block-length", type=positive_int, help="with --cache: block length (Sudoku: cells, text: tokens)")
+    b.add_argument("--steps", type=positive_int, help="with --cache: denoising steps (default: one position per step)")
+    b.add_argument("--gen-length", type=positive_int, default=64, help="with --cache and a .jsonl --file: tokens to generate")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_fidelity)
 
@@ -205,7 +215,9 @@ def cmd_bench_aqa(args: argparse.Namespace) -> int:
         raise ValueError(f"--layers must be positive, got {args.layers}")
     rows = []
     for layers in args.layers:
-        cfg = AQABenchConfig(d_model=args.d_model, n_layers=layers, repeats=args.repeats, seed=args.seed)
+        cfg = AQABenchConfig(
+            d_model=args.d_model, n_layers=layers, repeats=args.repeats, seed=args.seed, device=args.device, dtype=args.dtype
+        )
         rows += run_aqa_bench(args.lengths, args.rhos, cfg, progress=not args.json)
     if args.json:
         print(json.dumps(rows))
@@ -287,6 +299,8 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
     from tabes.samplers.boe import BoEConfig
     from tabes.tasks import sudoku
 
+    if args.cache:
+        return _cache_fidelity(args)
     records = sudoku.read_csv(args.file)[: args.limit]
     rows = tis_fidelity(load(args.model), [r.cells for r in records], config=BoEConfig(r=args.r), max_steps_per_puzzle=args.max_steps)
     if args.json:
@@ -297,6 +311,46 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
         head = f"{r['mode']:>10} {r['active']:<18} point={r['point']:<5}"
         agree = f"top-b agreement {r['top_b_agreement']}  vs true drop {r['spearman_true_drop']}"
         print(f"{head} spearman {r['spearman']}  {agree}  ({r['n_steps']} steps)")
+    return 0
+
+
+def _cache_fidelity(args: argparse.Namespace) -> int:
+    """``tabes bench fidelity --cache MODE``: Sudoku puzzles (.csv) or word problems (.jsonl)."""
+    import torch
+
+    from tabes.bench.fidelity import cache_fidelity
+    from tabes.loading import load
+    from tabes.samplers.boe import BoEConfig
+
+    if args.block_length is None:
+        raise ValueError("--cache needs --block-length: the cache is refreshed per block")
+    if str(args.file).endswith(".jsonl"):
+        from tabes.tasks import word_problems as wp
+        from tabes.tasks.text import encode_prompts
+
+        model = load(args.model or "text-demo")
+        items = wp.read_jsonl(args.file)[: args.limit]
+        ids, am, _ = encode_prompts(model, [p.prompt for p in items], args.gen_length)
+        steps = args.steps or args.gen_length
+    else:
+        from tabes.tasks import sudoku
+
+        model = load(args.model)
+        records = sudoku.read_csv(args.file)[: args.limit]
+        ids, am = torch.tensor([sudoku.to_ids(r.cells) for r in records]), None
+        steps = args.steps or 81
+    row = cache_fidelity(
+        model, ids, steps=steps, block_length=args.block_length, cache=args.cache, attention_mask=am, config=BoEConfig(r=args.r)
+    )
+    row.update(file=Path(args.file).name, n=int(ids.shape[0]), threads=torch.get_num_threads())
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(
+            f"TIS through the {args.cache} cache vs uncached ({row['n']} items of {row['file']}, block {args.block_length}, "
+            f"{steps} steps, r={args.r}): spearman {row['spearman']}  same commit {row['same_commit']}  "
+            f"(confidence vs uncached TIS: {row['confidence_spearman']}; {row['n_steps']} steered row-steps)"
+        )
     return 0
 
 

@@ -12,17 +12,28 @@ adapter registers ``tabes_aqa`` with ``AttentionInterface`` and switches the mod
 active mask of a call travels in a context variable, so no model signature changes. A model
 whose attention layers do not call the registry keeps a dense backward, with one logged
 warning; BoE's result is the same either way, only the time differs.
+
+LLaDA's remote code calls attention inside its own blocks (``model.model.transformer.blocks``),
+past the registry. For that layout the adapter replaces each block's
+``_scaled_dot_product_attention`` with the same ``tabes_aqa`` function and hooks its
+``rotary_emb`` (for the KV cache's query positions); the model's code is not copied or edited.
+
+The block KV cache (:mod:`tabes.cache`) uses the same attention function: a context variable
+tells it to keep the context's keys and values (the refresh forward) or to put them before
+the block's own (a cached step). Models whose attention does not reach it cannot use the cache.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -53,6 +64,7 @@ class _CacheCall:
 
     context: Tensor | None = None
     kv: LayerKV | None = None
+    positions: Tensor | None = None  # (Lq,) the query positions (LLaDA's RoPE hook reads them)
     key_bias: Tensor | None = None
     active: Tensor | None = None
     keys: list[Tensor] = field(default_factory=list)
@@ -114,6 +126,44 @@ def tabes_aqa_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
+def llada_blocks(model) -> list | None:
+    """The blocks of LLaDA's remote-code layout (``model.model.transformer.blocks``, each with a
+    ``rotary_emb`` module and a ``_scaled_dot_product_attention`` method), or None."""
+    transformer = getattr(getattr(model, "model", None), "transformer", None)
+    if not isinstance(transformer, torch.nn.ModuleDict) or "blocks" not in transformer:
+        return None
+    blocks = list(transformer["blocks"])
+    fits = all(
+        callable(getattr(b, "_scaled_dot_product_attention", None)) and isinstance(getattr(b, "rotary_emb", None), torch.nn.Module)
+        for b in blocks
+    )
+    return blocks if blocks and fits else None
+
+
+def _llada_attention(
+    block, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0, is_causal: bool = False
+):
+    """Stands in for a LLaDA block's ``_scaled_dot_product_attention``: q (B, H, L, Dh), k and v
+    (B, H_kv, L, Dh) -> (B, H, L, Dh), through ``tabes_aqa`` (AQA, the KV cache)."""
+    groups = SimpleNamespace(num_key_value_groups=q.shape[1] // k.shape[1])
+    out, _ = tabes_aqa_attention(groups, q, k, v, attn_mask)
+    return out.transpose(1, 2)
+
+
+def _llada_rope(module, args, output):
+    """Forward hook on a LLaDA block's ``rotary_emb``: LLaDA numbers the rotary positions from 0
+    over the keys it is given, so in a step through the KV cache it re-rotates q and k at the
+    query positions' true places, with the module's own tables and rotation."""
+    call = _KV.get()
+    if call is None or call.kv is None or call.positions is None:
+        return None
+    q, k = args[0], args[1]
+    pos = call.positions.to(q.device)
+    sin, cos = module.get_rotary_embedding(int(pos.max()) + 1, q.device)
+    sin, cos = sin[:, :, pos].float(), cos[:, :, pos].float()
+    return module.apply_rotary_pos_emb(sin, cos, q.float()).type_as(q), module.apply_rotary_pos_emb(sin, cos, k.float()).type_as(k)
+
+
 def register_attention() -> None:
     """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent)."""
     from transformers import AttentionInterface
@@ -154,6 +204,7 @@ class HFDenoiser:
         self.bidirectional = bidirectional
         self.aqa_mode = aqa_mode
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self._llada = llada_blocks(model)  # LLaDA's remote code calls attention inside its own blocks
         self._routes: bool | None = None  # probed at the first backward (see routes_attention)
         self._warned = False
 
@@ -168,7 +219,13 @@ class HFDenoiser:
         return self._routes
 
     def _switch_to_registry(self) -> bool:
-        """Try the ``tabes_aqa`` implementation; keep it only if a probe call reaches it."""
+        """Try the ``tabes_aqa`` implementation; keep it only if a probe call reaches it. LLaDA's
+        layout gets it through its blocks instead (the attention method and a RoPE hook)."""
+        if self._llada is not None:
+            for block in self._llada:
+                block._scaled_dot_product_attention = functools.partial(_llada_attention, block)
+                block.rotary_emb.register_forward_hook(_llada_rope)
+            return self._probe()
         import transformers
 
         verbosity = transformers.logging.get_verbosity()
@@ -181,6 +238,13 @@ class HFDenoiser:
             return False
         finally:
             transformers.logging.set_verbosity(verbosity)
+        if not self._probe():
+            self.model.set_attn_implementation(previous)
+            return False
+        return True
+
+    def _probe(self) -> bool:
+        """Whether a forward reaches the ``tabes_aqa`` attention."""
         calls: list[int] = []
         token = _CALLED.set(calls)
         try:
@@ -189,8 +253,6 @@ class HFDenoiser:
                 self._forward(self.embed(ids), None)
         finally:
             _CALLED.reset(token)
-        if not calls:
-            self.model.set_attn_implementation(previous)
         return bool(calls)
 
     # ------------------------------------------------------------------ protocol
@@ -243,7 +305,7 @@ class HFDenoiser:
     def _check_cache(self) -> None:
         if self.logit_shift:
             raise ValueError("the KV cache does not support Dream-style shifted logits yet; use cache='none'")
-        if not self._takes_positions:
+        if not self._takes_positions and self._llada is None:
             raise ValueError(f"{type(self.model).__name__}.forward takes no position_ids, which the KV cache needs; use cache='none'")
         if not self.routes_attention:
             raise ValueError(
@@ -280,16 +342,20 @@ class HFDenoiser:
         L = int(max(int(positions.max()), int(kv.positions.max()) if kv.positions.numel() else -1)) + 1
         if attention_mask is not None:
             L = attention_mask.shape[1]
-        keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device) if attention_mask is None else attention_mask.bool()
+        keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
+        if attention_mask is not None and self._llada is None:  # LLaDA's own attention ignores padding, so does its cache
+            keep = attention_mask.bool()
         keys = torch.cat([kv.positions.to(embeds.device), positions.to(embeds.device)])
         key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
         key_bias = key_bias.masked_fill(~keep[:, None, None, keys], float("-inf"))
-        position_ids = self._positions(attention_mask, B, L, embeds.device)[:, positions]
+        extra = {}
+        if self._llada is None:  # LLaDA: the RoPE hook places the queries
+            extra["position_ids"] = self._positions(attention_mask, B, L, embeds.device)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
-        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active))
+        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active, positions=positions))
         try:
-            return self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).logits
+            return self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits
         finally:
             _KV.reset(token)
 

@@ -26,6 +26,27 @@ class TextResult:
     prompt_length: int
 
 
+def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-padded prompts followed by ``gen_length`` masks: ((B, P + gen_length) ids,
+    (B, P + gen_length) bool attention mask, P), on the model's device."""
+    tok = model.tokenizer
+    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    P = max(len(e) for e in encoded)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else model.mask_id
+    B, L = len(prompts), P + gen_length
+    limit = getattr(model, "max_positions", None)
+    if limit is not None and limit < L:
+        raise ValueError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {L} positions, more than the model's {limit}")
+    device = model.token_embeddings().device  # the model's device: inputs go where the weights are
+    ids = torch.full((B, L), model.mask_id, dtype=torch.long, device=device)
+    attention_mask = torch.ones(B, L, dtype=torch.bool, device=device)
+    for b, e in enumerate(encoded):
+        ids[b, : P - len(e)] = pad
+        attention_mask[b, : P - len(e)] = False
+        ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long, device=device)
+    return ids, attention_mask, P
+
+
 def generate_text(
     model,
     prompts: list[str],
@@ -51,20 +72,8 @@ def generate_text(
         raise ValueError(f"gen_length must be positive, got {gen_length}")
     if not prompts:
         raise ValueError("no prompts given")
-    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    P = max(len(e) for e in encoded)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else model.mask_id
-    B, L = len(prompts), P + gen_length
-    limit = getattr(model, "max_positions", None)
-    if limit is not None and limit < L:
-        raise ValueError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {L} positions, more than the model's {limit}")
-    device = model.token_embeddings().device  # the model's device: inputs go where the weights are
-    ids = torch.full((B, L), model.mask_id, dtype=torch.long, device=device)
-    attention_mask = torch.ones(B, L, dtype=torch.bool, device=device)
-    for b, e in enumerate(encoded):
-        ids[b, : P - len(e)] = pad
-        attention_mask[b, : P - len(e)] = False
-        ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long, device=device)
+    ids, attention_mask, P = encode_prompts(model, prompts, gen_length)
+    B = len(prompts)
     eos = tok.eos_token_id if stop_at_eos else None
     out = decode(
         model,
