@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first; a module may import its own layer and the layers before it
 LAYERS = [
     ("utilities", ["tabes.files", "tabes.progress", "tabes.dist"]),
-    ("protocol", ["tabes.protocol"]),
+    ("protocol", ["tabes.protocol", "tabes.cache"]),
     ("ops", ["tabes.ops"]),
     ("models", ["tabes.models", "tabes.loading"]),
     ("samplers", ["tabes.samplers"]),

@@ -139,5 +139,6 @@ class BlockCache:
             attention_mask=attention_mask,
             active=None if active is None else active[:, lo:hi],
         )  # (n, Lq, V)
-        stale = self.stale[rows].to(out.dtype)
-        return torch.cat([stale[:, :lo], out, stale[:, hi:]], dim=1)
+        full = self.stale.index_select(0, rows).to(out.dtype)  # (n, L, V), a copy
+        full[:, lo:hi] = out  # autograd records the write: gradient reaches the query positions only
+        return full

@@ -9,6 +9,7 @@ mixture of rows of :meth:`Denoiser.token_embeddings` is a valid input.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -94,22 +95,40 @@ class Prediction:
 
     Attributes:
         logits: (B, L, V) float, mask logit set to -inf.
-        logprobs: (B, L, V) float32 log-softmax of ``logits``.
         tokens: (B, L) long, proposed token (argmax, or Gumbel-max sample at temperature > 0).
         confidence: (B, L) float32, probability of the proposed token.
-        entropy: (B, L) float32, entropy of the distribution in nats.
+        entropy: (B, L) float32, entropy of the distribution in nats at the positions that
+            needed a proposal (``where`` of :func:`predict`), 0 elsewhere.
+        lse: (B, L) float32, log-sum-exp of ``logits`` over the vocabulary.
     """
 
     logits: Tensor
-    logprobs: Tensor
     tokens: Tensor
     confidence: Tensor
     entropy: Tensor
+    lse: Tensor
+
+    @functools.cached_property
+    def logprobs(self) -> Tensor:
+        """(B, L, V) float32 log-softmax of ``logits`` (computed on first use)."""
+        return _at_least_float32(self.logits) - self.lse[..., None]
 
     @property
     def probs(self) -> Tensor:
         """(B, L, V) float32 probabilities."""
         return self.logprobs.exp()
+
+    def probs_at(self, where: Tensor, rows: Tensor | None = None) -> Tensor:
+        """(n, V) float32 probabilities at the True positions of ``where``, in row-major order:
+        (B, L) bool, or (R, L) bool for the batch rows ``rows`` ((R,) long). Costs O(n V)."""
+        r, pos = where.nonzero(as_tuple=True)
+        if rows is not None:
+            r = rows[r]
+        return (_at_least_float32(self.logits[r, pos]) - self.lse[r, pos][:, None]).exp()
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def predict(
@@ -124,31 +143,37 @@ def predict(
 ) -> Prediction:
     """Run one forward pass on ``x`` (or reuse ``logits``) and propose a token per position.
 
+    Every position gets a token and its confidence; the entropy and the Gumbel noise are
+    computed only at ``where``, so the (B, L, V) work is a log-sum-exp and an argmax, and the
+    rest is O(#where * V) (a long sequence with a short block to decode pays little for the
+    positions it does not decode).
+
     Args:
         x: (B, L) long ids.
-        where: (B, L) bool, positions that need a proposal; Gumbel noise is drawn only there,
-            so memory stays O(#masked * V) rather than O(B * L * V).
-        temperature: 0 for argmax, > 0 for a Gumbel-max sample of softmax(logits / T).
+        where: (B, L) bool, positions that need a proposal.
+        temperature: 0 for argmax, > 0 for a Gumbel-max sample of softmax(logits / T) at ``where``.
         generator: the source of randomness for the Gumbel noise.
         logits: reuse these (B, L, V) logits instead of calling the model.
     """
     if logits is None:
         logits = model.logits(x, attention_mask=attention_mask)
-    logits = logits.clone()
-    logits[..., model.mask_id] = float("-inf")
-    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, L, V)
-    probs = logprobs.exp()
-    entropy = -(probs * logprobs.clamp_min(-1e4)).sum(-1)  # (B, L)
-    scores = logprobs.clone()
+    is_mask = torch.arange(logits.shape[-1], device=logits.device) == model.mask_id
+    logits = logits.masked_fill(is_mask, float("-inf"))  # a new tensor: the caller's logits are untouched
+    lf = _at_least_float32(logits)
+    lse = torch.logsumexp(lf, dim=-1)  # (B, L)
+    tokens = lf.argmax(-1)  # (B, L)
+    idx = where.nonzero(as_tuple=True)
+    logp = torch.log_softmax(lf[idx], dim=-1)  # (n, V) log-probabilities where a proposal is needed
     if temperature > 0:
-        idx = where.nonzero(as_tuple=True)
         # float64: the double log of a float32 uniform loses the tail of the Gumbel distribution
         u = torch.rand((idx[0].numel(), logits.shape[-1]), generator=generator, dtype=torch.float64, device=logits.device)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-        scores[idx] = (logprobs[idx].double() / temperature + gumbel).float()
-    tokens = scores.argmax(-1)  # (B, L)
-    confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
-    return Prediction(logits=logits, logprobs=logprobs, tokens=tokens, confidence=confidence, entropy=entropy)
+        tokens[idx] = (logp.double() / temperature + gumbel).float().argmax(-1)
+    confidence = (lf.gather(-1, tokens[..., None]).squeeze(-1) - lse).exp().float()
+    confidence[idx] = logp.gather(-1, tokens[idx][:, None]).squeeze(-1).exp().float()  # the same values, rounded as the entropy's
+    entropy = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
+    entropy[idx] = (-(logp.exp() * logp.clamp_min(-1e4)).sum(-1)).float()
+    return Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=entropy, lse=lse)
 
 
 class CountingDenoiser:

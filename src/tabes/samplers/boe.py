@@ -150,12 +150,17 @@ def _confidence_gap(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
 
 
 def _probe_entropy(logits: Tensor, probes: Tensor, mask_id: int) -> Tensor:
-    """(B, L, V) logits, (B, L) probes -> (B,) summed entropy at the probes (mask token excluded)."""
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least, float64 kept
-    logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == mask_id, float("-inf"))
-    logp = torch.log_softmax(logits, dim=-1)
-    ent = -(logp.exp() * logp.clamp_min(-1e4)).sum(-1)  # (B, L)
-    return (ent * probes).sum(-1)
+    """(B, L, V) logits, (B, L) probes -> (B,) summed entropy at the probes (mask token excluded).
+
+    Only the probe rows are gathered and normalised, so a long sequence with few probes (a
+    block) costs O(#probes * V), forward and backward."""
+    idx = probes.nonzero(as_tuple=True)
+    rows = logits[idx]  # (n, V)
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))  # float32 at least, float64 kept
+    rows = rows.masked_fill(torch.arange(rows.shape[-1], device=rows.device) == mask_id, float("-inf"))
+    logp = torch.log_softmax(rows, dim=-1)
+    ent = -(logp.exp() * logp.clamp_min(-1e4)).sum(-1)  # (n,)
+    return torch.zeros(probes.shape[0], dtype=ent.dtype, device=ent.device).index_add(0, idx[0], ent)
 
 
 def future_entropy(
@@ -176,12 +181,26 @@ def future_entropy(
     return _probe_entropy(logits, probes, model.mask_id)
 
 
-def soft_embeddings(model: Denoiser, probs: Tensor, tau: float) -> Tensor:
-    """e~ = sum_v pihat(v) E[v] with pihat ~ probs^(1/tau): (B, L, V) -> (B, L, D), no gradient."""
+def _scatter_rows(values: Tensor, where: Tensor) -> Tensor:
+    """(n, D) values for the True positions of ``where`` (B, L), row-major -> (B, L, D), zero elsewhere."""
+    out = values.new_zeros((*where.shape, values.shape[-1]))
+    out[where] = values
+    return out
+
+
+def soft_embeddings(model: Denoiser, probs: Tensor, tau: float, where: Tensor | None = None) -> Tensor:
+    """e~ = sum_v pihat(v) E[v] with pihat ~ probs^(1/tau): (B, L, V) -> (B, L, D), no gradient.
+
+    With ``where`` (B, L) bool, only those positions are computed (the others are zero)."""
     E = model.token_embeddings()  # (V_in, D)
     with torch.no_grad():
-        pihat = torch.softmax(probs[..., : E.shape[0]].clamp_min(1e-30).log() / tau, dim=-1)  # (B, L, V_in)
-        return (pihat.to(E.dtype) @ E).detach()
+        if where is None:
+            pihat = torch.softmax(probs[..., : E.shape[0]].clamp_min(1e-30).log() / tau, dim=-1)  # (B, L, V_in)
+            return (pihat.to(E.dtype) @ E).detach()
+        idx = where.nonzero(as_tuple=True)
+        out = torch.zeros((*where.shape, E.shape[1]), dtype=E.dtype, device=E.device)
+        out[idx] = soft_embeddings(model, probs[idx], tau)
+        return out
 
 
 def _tis(grad: Tensor, soft: Tensor, model: Denoiser, candidates: Tensor) -> Tensor:
@@ -202,24 +221,28 @@ def token_influence(
     attention_mask: Tensor | None = None,
     point: str = "soft",
     return_tokens: bool = False,
+    soft: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Steps 3-5: the Token Influence Score of every candidate.
 
     Args:
         x: (B, L) current ids.
-        probs: (B, L, V) the first forward's distributions (mask token excluded).
+        probs: (B, L, V) the first forward's distributions (mask token excluded); may be None
+            when ``soft`` is given.
         candidates, probes: (B, L) bool, disjoint.
         tau: soft-embedding sharpening temperature.
         active: AQA active set, one of ``ACTIVE_SETS``.
         point: "soft" linearises H~ at e~ (candidates injected), "mask" at the current
             embeddings (see :class:`BoEConfig`; its AQA active set is every masked position).
+        soft: optional (B, L, D) soft embeddings e~ already computed at the candidates.
 
     Returns:
         tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row; with
         ``return_tokens`` also the (B, L) argmax tokens of the surrogate forward (each
         position predicted with the candidates injected).
     """
-    soft = soft_embeddings(model, probs, tau)  # (B, L, D) e~ at every position; used at candidates
+    if soft is None:
+        soft = soft_embeddings(model, probs, tau, where=candidates)  # (B, L, D) e~, used (and computed) at the candidates only
     with torch.no_grad():
         base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask
     act = None
@@ -302,21 +325,24 @@ class BoESampler:
             with torch.enable_grad():
                 h = _probe_entropy(logits[keep], probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
                 (grad,) = torch.autograd.grad(h.sum(), emb)  # rows are independent
-            tis[rows] = _tis(grad[keep], soft_embeddings(model, pred.probs[rows], cfg.tau), model, cand[rows])
+            soft = soft_embeddings(model, pred.probs_at(cand[rows], rows), cfg.tau)  # (n, D) at the candidates
+            tis[rows] = _tis(grad[keep], _scatter_rows(soft, cand[rows]), model, cand[rows])
             future[rows] = h.detach().float()
         elif not one_pass and rows.numel():
             sub = select_rows(model, rows)
             am = None if state.attention_mask is None else state.attention_mask[rows]
+            soft = _scatter_rows(soft_embeddings(model, pred.probs_at(cand[rows], rows), cfg.tau), cand[rows])  # (R, L, D)
             t_sub, f_sub, tok_sub = token_influence(
                 sub,
                 state.x[rows],
-                pred.probs[rows],
+                None,
                 cand[rows],
                 probes[rows],
                 tau=cfg.tau,
                 active=cfg.active,
                 attention_mask=am,
                 return_tokens=True,
+                soft=soft,
             )
             tis[rows], future[rows] = t_sub, f_sub.float()
             if cfg.consistency:
