@@ -238,8 +238,8 @@ def token_influence(
 
     Returns:
         tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row; with
-        ``return_tokens`` also the (B, L) argmax tokens of the surrogate forward (each
-        position predicted with the candidates injected).
+        ``return_tokens`` also the (B, L) argmax tokens of the surrogate forward at the
+        candidates (each predicted with the other candidates injected), -1 elsewhere.
     """
     if soft is None:
         soft = soft_embeddings(model, probs, tau, where=candidates)  # (B, L, D) e~, used (and computed) at the candidates only
@@ -263,9 +263,12 @@ def token_influence(
     tis = _tis(grad, soft, model, candidates)
     if not return_tokens:
         return tis, future.detach()
-    proposals = logits.detach().clone()
-    proposals[..., model.mask_id] = float("-inf")
-    return tis, future.detach(), proposals.argmax(-1)
+    idx = candidates.nonzero(as_tuple=True)
+    rows = logits.detach()[idx]  # (n, V), a copy
+    rows[:, model.mask_id] = float("-inf")
+    tokens = torch.full(candidates.shape, -1, dtype=torch.long, device=candidates.device)
+    tokens[idx] = rows.argmax(-1)
+    return tis, future.detach(), tokens
 
 
 @register
@@ -332,7 +335,7 @@ class BoESampler:
             sub = select_rows(model, rows)
             am = None if state.attention_mask is None else state.attention_mask[rows]
             soft = _scatter_rows(soft_embeddings(model, pred.probs_at(cand[rows], rows), cfg.tau), cand[rows])  # (R, L, D)
-            t_sub, f_sub, tok_sub = token_influence(
+            out = token_influence(
                 sub,
                 state.x[rows],
                 None,
@@ -341,12 +344,12 @@ class BoESampler:
                 tau=cfg.tau,
                 active=cfg.active,
                 attention_mask=am,
-                return_tokens=True,
+                return_tokens=cfg.consistency,
                 soft=soft,
             )
-            tis[rows], future[rows] = t_sub, f_sub.float()
-            if cfg.consistency:
-                inconsistent[rows] = cand[rows] & (tok_sub != pred.tokens[rows])
+            tis[rows], future[rows] = out[0], out[1].float()
+            if cfg.consistency:  # the surrogate's own proposals (each candidate predicted with the others injected)
+                inconsistent[rows] = cand[rows] & (out[2] != pred.tokens[rows])
         # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty
         h_t = cfg.h_max * state.t
         penalty = (h_t - ent).clamp_min(0) ** 2
