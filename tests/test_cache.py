@@ -182,3 +182,44 @@ def test_cache_fidelity_is_perfect_without_context_and_measured_with_it():
     assert row["n_steps"] > 0 and row["spearman"] == 1.0 and row["same_commit"] == 1.0
     row = cache_fidelity(model, _ids(B=2), steps=18, block_length=6, cache="dual")
     assert row["n_steps"] > 0 and row["spearman"] < 1.0
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_masked_lms_use_the_cache_where_their_attention_reaches_the_registry(arch):
+    """transformers 5 routes BERT and ModernBERT attention through the registry: the cache is
+    exact on a block's first step. Under 4.x they refuse with a one-line error naming why."""
+    transformers = pytest.importorskip("transformers")
+    from tabes.models.hf import HFDenoiser
+
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64
+    )
+    if arch == "bert":
+        net = transformers.BertForMaskedLM(transformers.BertConfig(**common))
+    else:
+        ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+        net = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**common, **ids, global_attn_every_n_layers=1))
+    model = HFDenoiser(net.double(), mask_id=MASK)
+    x = _ids()
+    if not model.routes_attention:
+        with pytest.raises(ValueError, match="AttentionInterface"):
+            generate(model, x, sampler="confidence", steps=6, block_length=6, cache="dual")
+        return
+    cache = BlockCache(model, "dual", L, (8, 16), 3)
+    cache.fill(x, torch.arange(3), None)
+    out = cache.logits(model.embed(x), torch.arange(3))
+    torch.testing.assert_close(out[:, 8:16], model.logits(x)[:, 8:16], rtol=0, atol=1e-10)
+
+
+def test_sliding_window_models_refuse_the_cache():
+    transformers = pytest.importorskip("transformers")
+    from tabes.models.hf import HFDenoiser
+
+    ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    cfg = transformers.ModernBertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, **ids
+    )
+    model = HFDenoiser(transformers.ModernBertForMaskedLM(cfg), mask_id=MASK)  # layers 1 and 2 attend within a window
+    with pytest.raises(ValueError, match="sliding-window"):
+        generate(model, _ids(), sampler="confidence", steps=6, block_length=6, cache="prefix")

@@ -305,6 +305,13 @@ class HFDenoiser:
     def _check_cache(self) -> None:
         if self.logit_shift:
             raise ValueError("the KV cache does not support Dream-style shifted logits yet; use cache='none'")
+        cfg = self.model.config
+        types = getattr(cfg, "layer_types", None)  # transformers 5 lists each layer's attention
+        local = any(t != "full_attention" for t in types) if types else getattr(cfg, "global_attn_every_n_layers", 1) > 1
+        if local or (getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None)):
+            raise ValueError(
+                f"{type(self.model).__name__} has sliding-window attention layers; the KV cache supports global attention only"
+            )
         if not self._takes_positions and self._llada is None:
             raise ValueError(f"{type(self.model).__name__}.forward takes no position_ids, which the KV cache needs; use cache='none'")
         if not self.routes_attention:
