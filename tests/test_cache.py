@@ -223,3 +223,14 @@ def test_sliding_window_models_refuse_the_cache():
     model = HFDenoiser(transformers.ModernBertForMaskedLM(cfg), mask_id=MASK)  # layers 1 and 2 attend within a window
     with pytest.raises(ValueError, match="sliding-window"):
         generate(model, _ids(), sampler="confidence", steps=6, block_length=6, cache="prefix")
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_cached_decoding_makes_every_tensor_on_the_inputs_device(mode):
+    """With the default device set to 'meta', a tensor made without ``device=`` lands on meta
+    and the first operation mixing it with the CPU model fails."""
+    model = _mdm()
+    x = _ids(B=2)
+    with torch.device("meta"):
+        out = generate(model, x, sampler="boe", steps=6, block_length=6, cache=mode)
+    assert out.sequences.device.type == "cpu" and not (out.sequences == MASK).any()

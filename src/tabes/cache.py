@@ -77,9 +77,10 @@ class BlockCache:
         length: L, the sequence length.
         block: (lo, hi), the block's positions ``lo <= i < hi``.
         batch: B, rows of the whole batch (the cache is indexed by the loop's row ids).
+        device: where the ids live (default: the model's embeddings' device).
     """
 
-    def __init__(self, model, mode: str, length: int, block: tuple[int, int], batch: int) -> None:
+    def __init__(self, model, mode: str, length: int, block: tuple[int, int], batch: int, device: torch.device | str | None = None) -> None:
         if mode not in ("prefix", "dual"):
             raise ValueError(f"a block cache needs mode 'prefix' or 'dual', got {mode!r}")
         if not supports_cache(model):
@@ -87,7 +88,8 @@ class BlockCache:
         lo, hi = block
         self.model, self.mode, self.length, self.batch = model, mode, length, batch
         self.lo, self.hi = lo, (hi if mode == "dual" else length)  # query positions lo <= i < self.hi
-        self.context = torch.ones(length, dtype=torch.bool)
+        self.device = torch.device(device) if device is not None else model.token_embeddings().device
+        self.context = torch.ones(length, dtype=torch.bool, device=self.device)
         self.context[self.lo : self.hi] = False
         self.kv: LayerKV | None = None
         self.stale: Tensor | None = None  # (B, L, V) logits of the refresh forward
@@ -96,7 +98,7 @@ class BlockCache:
     @property
     def positions(self) -> Tensor:
         """(Lq,) long, the query positions the cached steps compute."""
-        return torch.arange(self.lo, self.hi)
+        return torch.arange(self.lo, self.hi, device=self.device)
 
     def fill(self, x: Tensor, rows: Tensor, attention_mask: Tensor | None) -> None:
         """The refresh forward: store the context's keys and values for ``rows`` of ``x`` (B, L)."""

@@ -148,7 +148,7 @@ def generate(
             if cache != "none":  # the refresh forward: one full pass per block, for the rows with work in it
                 todo = (((x == mask_id) & in_block & ~fixed).any(-1)).nonzero().squeeze(-1)
                 if todo.numel():
-                    block_cache = BlockCache(unwrap(model), cache, L, (lo, hi), B)
+                    block_cache = BlockCache(unwrap(model), cache, L, (lo, hi), B, device=x.device)
                     block_cache.fill(x, todo, attention_mask)
                     forwards[todo] += 1
             for s in range(block_steps):
