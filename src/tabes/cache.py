@@ -116,31 +116,43 @@ class BlockCache:
 
         self.kv = LayerKV(kv.positions, [full(k) for k in kv.keys], [full(v) for v in kv.values])
         self.stale = full(logits.detach())
+        self.attention_mask = None if attention_mask is None else attention_mask.bool()  # (B, L), for the context's keys
         self.filled_from = x.clone()
 
     def logits(self, embeds: Tensor, rows: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
         """Logits of a step inside the block, through the cache.
 
+        Two forms: whole sequences (embeds (n, L, D), as any denoiser call), or the *window* of
+        query positions only (embeds (n, Lq, D)), which is what :func:`tabes.generate` hands its
+        samplers with a cache, so that no step pays for the (L, V) logits it does not decode.
+
         Args:
-            embeds: (n, L, D) embeddings of the whole sequences (only the query positions are read).
+            embeds: (n, L, D) embeddings of the whole sequences (only the query positions are
+                read), or (n, Lq, D) of the query positions.
             rows: (n,) long, the loop's row id of each sequence (repeats allowed).
-            attention_mask: (n, L) bool padding mask, or None.
-            active: (n, L) bool AQA rows, or None.
+            attention_mask: ignored: the padding mask given to :meth:`fill` covers every key.
+            active: (n, L) or (n, Lq) bool AQA rows, like ``embeds``, or None.
 
         Returns:
-            (n, L, V) logits: computed at the query positions, the refresh forward's (constants) elsewhere.
+            (n, Lq, V) logits for a window; (n, L, V) for whole sequences: computed at the query
+            positions, the refresh forward's (constants) elsewhere.
         """
         if self.kv is None or self.stale is None:
             raise RuntimeError("the block cache was used before fill()")
         lo, hi = self.lo, self.hi
+        whole = embeds.shape[1] == self.length
+        if not whole and embeds.shape[1] != hi - lo:
+            raise ValueError(f"embeds cover {embeds.shape[1]} positions: neither the sequence ({self.length}) nor the window ({hi - lo})")
         q_pos = self.positions.to(embeds.device)
         out = self.model.logits_with_cache(
-            embeds[:, lo:hi],
+            embeds[:, lo:hi] if whole else embeds,
             positions=q_pos,
             kv=self.kv.rows(rows),
-            attention_mask=attention_mask,
-            active=None if active is None else active[:, lo:hi],
+            attention_mask=None if self.attention_mask is None else self.attention_mask[rows],
+            active=active[:, lo:hi] if whole and active is not None else active,
         )  # (n, Lq, V)
+        if not whole:
+            return out
         full = self.stale.index_select(0, rows).to(out.dtype)  # (n, L, V), a copy
         full[:, lo:hi] = out  # autograd records the write: gradient reaches the query positions only
         return full

@@ -90,6 +90,8 @@ def generate(
         cache: ``"none"``, ``"prefix"`` or ``"dual"``: a block KV cache (:mod:`tabes.cache`),
             refreshed by one full forward at every block start; the block's steps run the
             model on the block's positions (``"prefix"``: and everything after them) only.
+            The sampler then sees that window of positions only (its state, its trace fields
+            other than ``positions``/``remasked``, its memory, reset at each block start).
             Needs a model with cache support.
 
     Returns:
@@ -145,12 +147,15 @@ def generate(
             in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
             in_block[lo:hi] = True
             block_cache = None
+            win = slice(0, L)  # the positions the sampler sees: all, or with a cache the query window
             if cache != "none":  # the refresh forward: one full pass per block, for the rows with work in it
                 todo = (((x == mask_id) & in_block & ~fixed).any(-1)).nonzero().squeeze(-1)
                 if todo.numel():
                     block_cache = BlockCache(unwrap(model), cache, L, (lo, hi), B, device=x.device)
                     block_cache.fill(x, todo, attention_mask)
                     forwards[todo] += 1
+                    win = slice(block_cache.lo, block_cache.hi)
+                    carry, has_carry = None, torch.zeros_like(has_carry)  # a sampler's memory has the window's shape
             for s in range(block_steps):
                 # 1. masked positions of the block; rows with none sit this step out
                 masked = (x == mask_id) & in_block & ~fixed  # (B, L)
@@ -166,9 +171,9 @@ def generate(
                 budget = torch.div(n_masked[rows] + steps_left - 1, steps_left, rounding_mode="floor")
                 # 3. the sampler's step, on the rows still decoding
                 state = StepState(
-                    x=x[rows],
-                    maskable=masked[rows],
-                    fixed=fixed[rows],
+                    x=x[rows, win],
+                    maskable=masked[rows, win],
+                    fixed=fixed[rows, win],
                     budget=budget,
                     step=step,
                     num_steps=steps,
@@ -176,7 +181,7 @@ def generate(
                     steps_left=steps_left,
                     temperature=temperature,
                     generator=generator,
-                    attention_mask=None if attention_mask is None else attention_mask[rows],
+                    attention_mask=None if attention_mask is None else attention_mask[rows, win],
                     carry=None if carry is None or not bool(has_carry[rows].all()) else carry[rows],
                 )
                 counted = CountingDenoiser(model, rows, forwards, backwards, block_cache)
@@ -185,12 +190,14 @@ def generate(
                 if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
                     raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
                 # 4. commit, then optional remasking (never given positions, never the last step)
-                xr = torch.where(commit, result.tokens, state.x)
+                xw = torch.where(commit, result.tokens, state.x)
                 if result.remask is not None and steps_left > 1:
-                    xr = xr.masked_fill(result.remask & ~state.fixed & in_block, mask_id)
+                    xw = xw.masked_fill(result.remask & ~state.fixed & in_block[win], mask_id)
+                xr = x[rows]
+                xr[:, win] = xw
                 if eos_id is not None:  # a row that has ended stops growing: fill its later masks with EOS
-                    ended = ((xr == eos_id) & ~state.fixed).cumsum(-1) > 0
-                    xr = torch.where(ended & (xr == mask_id) & ~state.fixed, eos_id, xr)
+                    ended = ((xr == eos_id) & ~fixed[rows]).cumsum(-1) > 0
+                    xr = torch.where(ended & (xr == mask_id) & ~fixed[rows], eos_id, xr)
                 x[rows] = xr
                 nsteps[rows] += 1
                 if result.carry is not None:
@@ -209,14 +216,14 @@ def generate(
                             "row": r,
                             "t": state.t,
                             "budget": int(budget[j]),
-                            "positions": pos.tolist(),
+                            "positions": (pos + win.start).tolist(),
                             "tokens": result.tokens[j, pos].tolist(),
                             "confidence": [round(v, 6) for v in pred.confidence[j, pos].tolist()],
                             "entropy": [round(v, 6) for v in pred.entropy[j, pos].tolist()],
                             "masked_entropy": round(float(pred.entropy[j][state.maskable[j]].sum()), 6),
                         }
                         if result.remask is not None:
-                            rec["remasked"] = (result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1).tolist()
+                            rec["remasked"] = ((result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1) + win.start).tolist()
                         rec.update({k: v[j] for k, v in result.info.items()})
                         if sink is not None:
                             sink.write(json.dumps(rec) + "\n")
