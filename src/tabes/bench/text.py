@@ -32,8 +32,10 @@ def run_text_bench(
     batch_size: int = 100,
     seed: int = 0,
     progress: bool = True,
+    cache: str = "none",
 ) -> list[dict]:
-    """One row per (sampler, steps, block); see the module docstring for the keys."""
+    """One row per (sampler, steps, block); see the module docstring for the keys. ``cache``
+    applies to the rows with blocks (a row without blocks decodes uncached)."""
     for b in blocks:
         if b is not None and (b <= 0 or gen_length % b):
             raise ValueError(f"block length {b} must divide gen_length {gen_length}")
@@ -53,7 +55,14 @@ def run_text_bench(
             sampler, st, bl = c
             t0 = time.perf_counter()
             res = generate_text(
-                model, [p.prompt for p in chunk], gen_length=gen_length, steps=st, block_length=bl, sampler=sampler, seed=seed
+                model,
+                [p.prompt for p in chunk],
+                gen_length=gen_length,
+                steps=st,
+                block_length=bl,
+                sampler=sampler,
+                seed=seed,
+                cache=cache if bl is not None else "none",
             )
             s = stats[c]
             s["seconds"] += time.perf_counter() - t0
@@ -79,6 +88,7 @@ def run_text_bench(
                 "sampler": sampler,
                 "steps": st,
                 "block": bl,
+                "cache": cache if bl is not None else "none",
                 "gen_length": gen_length,
                 "problems": n,
                 "exact": round(s["right"] / n, 4),

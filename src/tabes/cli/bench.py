@@ -46,7 +46,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--file", help="JSONL of problems (default: the shipped test split)")
     b.add_argument("--limit", type=positive_int, default=200, help="first N problems (default 200)")
     b.add_argument("--batch-size", type=positive_int, default=100)
-    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    b.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    b.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    b.add_argument("--cache", choices=["none", "prefix", "dual"], default="none", help="block KV cache for the rows with blocks")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="folder for text_bench.json and report.md")
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
@@ -163,7 +165,7 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
 
     out = check_output_dir(args.out, "--out") if args.out else None
     problems = (wp.read_jsonl(args.file) if args.file else wp.split("test"))[: args.limit]
-    model = load(args.model, dtype=args.dtype)
+    model = load(args.model, dtype=args.dtype, device=args.device)
     rows = run_text_bench(
         model,
         args.samplers or DEFAULT_SAMPLERS,
@@ -174,10 +176,11 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.json,
+        cache=args.cache,
     )
     header = (
         f"text-demo word problems: first {len(problems)} of {args.file or 'the test split'}, gen_length {args.gen_length}, "
-        f"batch {args.batch_size}, {args.dtype}, {rows[0]['threads']} threads, seed {args.seed}\n\n"
+        f"batch {args.batch_size}, {args.dtype} on {args.device}, cache {args.cache}, {rows[0]['threads']} threads, seed {args.seed}\n\n"
     )
     if out is not None:
         atomic_write_text(out / "text_bench.json", json.dumps(rows, indent=1) + "\n")
