@@ -93,7 +93,6 @@ class BlockCache:
         self.context[self.lo : self.hi] = False
         self.kv: LayerKV | None = None
         self.stale: Tensor | None = None  # (B, L, V) logits of the refresh forward
-        self.filled_from: Tensor | None = None  # (B, L) ids the cache was filled from (tests read it)
 
     @property
     def positions(self) -> Tensor:
@@ -117,7 +116,6 @@ class BlockCache:
         self.kv = LayerKV(kv.positions, [full(k) for k in kv.keys], [full(v) for v in kv.values])
         self.stale = full(logits.detach())
         self.attention_mask = None if attention_mask is None else attention_mask.bool()  # (B, L), for the context's keys
-        self.filled_from = x.clone()
 
     def logits(self, embeds: Tensor, rows: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
         """Logits of a step inside the block, through the cache.

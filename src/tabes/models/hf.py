@@ -164,6 +164,11 @@ def _llada_rope(module, args, output):
     return module.apply_rotary_pos_emb(sin, cos, q.float()).type_as(q), module.apply_rotary_pos_emb(sin, cos, k.float()).type_as(k)
 
 
+def _padded_positions(attention_mask: Tensor) -> Tensor:
+    """(B, L) position ids counted from each row's first real token (left padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def register_attention() -> None:
     """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent)."""
     from transformers import AttentionInterface
@@ -274,7 +279,7 @@ class HFDenoiser:
         if attention_mask is not None and self._takes_positions:
             # left padding: positions count from each row's first real token, so a row decodes
             # the same alone and in a padded batch
-            extra["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+            extra["position_ids"] = _padded_positions(attention_mask)
         logits = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits  # (B, L, V)
         if self.logit_shift:
             # Dream: the prediction for position i is emitted at i - 1; position 0 repeats its own
@@ -320,12 +325,6 @@ class HFDenoiser:
                 "(e.g. BERT and ModernBERT before transformers 5), which the KV cache needs; use cache='none'"
             )
 
-    def _positions(self, attention_mask: Tensor | None, B: int, L: int, device) -> Tensor:
-        """(B, L) position ids, counted from each row's first real token (as ``_forward`` does)."""
-        if attention_mask is None:
-            return torch.arange(L, device=device).expand(B, L)
-        return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
     def fill_cache(self, embeds: Tensor, *, context: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, LayerKV]:
         """The refresh forward: (B, L, D), (L,) bool context -> ((B, L, V) logits, the context's keys and values)."""
         self._check_cache()
@@ -346,18 +345,13 @@ class HFDenoiser:
         ``attention_mask``: (B, L) of the whole sequence; ``active``: (B, Lq) AQA rows."""
         self._check_cache()
         B, Lq, _ = embeds.shape
-        L = int(max(int(positions.max()), int(kv.positions.max()) if kv.positions.numel() else -1)) + 1
-        if attention_mask is not None:
-            L = attention_mask.shape[1]
-        keep = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
-        if attention_mask is not None and self._llada is None:  # LLaDA's own attention ignores padding, so does its cache
-            keep = attention_mask.bool()
         keys = torch.cat([kv.positions.to(embeds.device), positions.to(embeds.device)])
         key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
-        key_bias = key_bias.masked_fill(~keep[:, None, None, keys], float("-inf"))
+        if attention_mask is not None and self._llada is None:  # LLaDA's own attention ignores padding, so does its cache
+            key_bias = key_bias.masked_fill(~attention_mask.bool()[:, None, None, keys], float("-inf"))
         extra = {}
         if self._llada is None:  # LLaDA: the RoPE hook places the queries
-            extra["position_ids"] = self._positions(attention_mask, B, L, embeds.device)[:, positions]
+            extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else _padded_positions(attention_mask)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
         token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active, positions=positions))

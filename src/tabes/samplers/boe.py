@@ -197,10 +197,7 @@ def soft_embeddings(model: Denoiser, probs: Tensor, tau: float, where: Tensor | 
         if where is None:
             pihat = torch.softmax(probs[..., : E.shape[0]].clamp_min(1e-30).log() / tau, dim=-1)  # (B, L, V_in)
             return (pihat.to(E.dtype) @ E).detach()
-        idx = where.nonzero(as_tuple=True)
-        out = torch.zeros((*where.shape, E.shape[1]), dtype=E.dtype, device=E.device)
-        out[idx] = soft_embeddings(model, probs[idx], tau)
-        return out
+        return _scatter_rows(soft_embeddings(model, probs[where], tau), where)
 
 
 def _tis(grad: Tensor, soft: Tensor, model: Denoiser, candidates: Tensor) -> Tensor:
