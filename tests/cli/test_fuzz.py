@@ -129,3 +129,10 @@ def test_top_level_commands_fail_cleanly(argv, capsys):
         return  # a real command (listing / training) is not a parsing case
     code, err = _run([*argv, "--definitely-bad-flag"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_an_argument_with_a_line_break_gives_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", "-\n"])
+    assert exc.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

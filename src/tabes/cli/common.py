@@ -20,6 +20,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``tabes CMD: error: MESSAGE (see 'tabes CMD --help')``."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse's hook
+        message = message.replace("\r", "\\r").replace("\n", "\\n")  # an argument with a line break stays on the line
         print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(2)
 
