@@ -173,10 +173,13 @@ def test_cache_errors_name_the_problem():
         generate(stub, _ids(), sampler="confidence", steps=4, cache="prefix")
 
 
-def test_cache_fidelity_is_perfect_without_context_and_measured_with_it():
+@pytest.mark.parametrize("aqa_mode", ["kv", "exact"])
+def test_cache_fidelity_is_perfect_without_context_and_measured_with_it(aqa_mode):
+    """Without context the cached TIS is the uncached TIS, under each AQA mode's own definition."""
     from tabes.bench.fidelity import cache_fidelity
 
     model = _mdm()
+    model.config.aqa_mode = aqa_mode
     everything = torch.full((2, L), MASK)  # one block, no position outside it: the cache holds nothing
     row = cache_fidelity(model, everything, steps=12, block_length=None, cache="dual")
     assert row["n_steps"] > 0 and row["spearman"] == 1.0 and row["same_commit"] == 1.0

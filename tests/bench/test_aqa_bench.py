@@ -15,7 +15,7 @@ def test_bench_aqa_json_rows(capsys):
     rows = json.loads(capsys.readouterr().out)
     cells = [(24, 0.5), (24, 1.0), (40, 0.5), (40, 1.0)]
     assert [(r["layers"], r["L"], r["rho"]) for r in rows] == [(n, *c) for n in (1, 2) for c in cells]
-    assert all(r["default_ratio"] == r["ratio"] for r in rows)  # the models' default mode is exact
+    assert all(r["default_ratio"] == r["kv_ratio"] for r in rows)  # the models' default mode is kv
     for r in rows:
         assert {"L", "rho", "dense_ms", "aqa_ms", "ratio", "attn_share", "bound", "attn_only_ms", "kv_ms"} <= set(r)
         assert r["dense_ms"] > 0 and r["aqa_ms"] > 0 and 0 <= r["attn_share"] <= 1

@@ -8,6 +8,7 @@ from tests.conftest import PUZZLES
 
 
 def test_fidelity_rows(tiny_sudoku_model):
+    mode = tiny_sudoku_model.config.aqa_mode
     rows = tis_fidelity(tiny_sudoku_model, [sudoku.parse_puzzle(p) for p in PUZZLES], max_steps_per_puzzle=2)
     assert [(r["mode"], r["active"], r["point"]) for r in rows[2:]] == list(VARIANTS)
     assert [r["mode"] for r in rows[:2]] == ["dense", "confidence"]
@@ -15,7 +16,7 @@ def test_fidelity_rows(tiny_sudoku_model):
         assert r["n_steps"] == 4 and -1 <= r["spearman"] <= 1 and -1 <= r["spearman_true_drop"] <= 1
     for r in rows[2:]:
         assert 0 <= r["top_b_agreement"] <= 1
-    assert tiny_sudoku_model.config.aqa_mode == "exact"  # restored
+    assert tiny_sudoku_model.config.aqa_mode == mode  # restored
 
 
 def test_true_drop_is_the_entropy_fall_of_revealing_each_candidate(tiny_sudoku_model):

@@ -1,15 +1,19 @@
-"""The row-gathered ``kv`` path of our MDM against the attention-level ``kv`` reference."""
+"""Both ``kv`` paths of our MDM (rows gathered when at most half are active, masked above) against
+the slow attention-level ``kv`` reference (detached inactive keys, values and outputs)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import tabes.models.mdm as mdm
 from tabes.models.mdm import MDM, MDMConfig
+from tabes.ops.aqa import attention_kv_reference
 
 
+@pytest.mark.parametrize("density", [0.4, 0.8])
 @pytest.mark.parametrize("layout", ["sudoku", "sequence"])
-def test_active_rows_path_matches_kv_attention(layout):
+def test_kv_paths_match_the_kv_reference(layout, density, monkeypatch):
     torch.manual_seed(0)
     kw = dict(d_model=32, n_layers=2, n_heads=2, aqa_mode="kv")
     cfg = MDMConfig(**kw) if layout == "sudoku" else MDMConfig(vocab_size=13, mask_id=12, seq_len=30, layout="sequence", **kw)
@@ -17,7 +21,7 @@ def test_active_rows_path_matches_kv_attention(layout):
     L = cfg.seq_len
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, cfg.vocab_size - 1, (3, L), generator=g)
-    active = torch.rand(3, L, generator=g) < 0.4
+    active = torch.rand(3, L, generator=g) < density
     active[2] = False
     active[2, 3] = True  # rows with different active counts, one with a single active row
     attention_mask = None
@@ -33,15 +37,14 @@ def test_active_rows_path_matches_kv_attention(layout):
         dense = model.logits_from_embeds(e, attention_mask=attention_mask)
     torch.testing.assert_close(fast.detach(), dense)
     (g_fast,) = torch.autograd.grad((fast * weights).sum(), e)
-    # reference: every row through the blocks with attention-level kv (inactive keys/values/outputs detached)
-    orig = model._active_rows_logits
-    model._active_rows_logits = lambda x, biases, act: model._dense_logits(x, biases, act, "kv")
-    try:
-        model.config.aqa_mode = "kv"
-        e2 = model.embed(ids).detach().requires_grad_(True)
-        ref = model.logits_from_embeds(e2, attention_mask=attention_mask, active=active)
-        (g_ref,) = torch.autograd.grad((ref * weights).sum(), e2)
-    finally:
-        model._active_rows_logits = orig
+    # reference: every row through the blocks, attention by detaching (inactive keys/values/outputs constant)
+    monkeypatch.setattr(model.config, "skip_rows", False)
+    monkeypatch.setattr(model, "_active_rows_logits", lambda x, biases, act: model._dense_logits(x, biases, act, "kv"))
+    monkeypatch.setattr(
+        mdm, "attention", lambda q, k, v, *, bias, active, mode, grad_rows: attention_kv_reference(q, k, v, bias=bias, active=active)
+    )
+    e2 = model.embed(ids).detach().requires_grad_(True)
+    ref = model.logits_from_embeds(e2, attention_mask=attention_mask, active=active)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), e2)
     torch.testing.assert_close(g_fast[active], g_ref[active])
     assert g_fast[~active].abs().max() == 0  # inactive rows are constants

@@ -312,3 +312,42 @@ def test_generate_boe_in_bfloat16_reports_the_backward_attention(arch, tmp_path,
     assert rec["backwards"] >= 1
     major = int(transformers.__version__.split(".")[0])
     assert rec["backward_attention"] == ("aqa" if major >= 5 else "dense")
+
+
+def _slow_attention(mode):
+    """The reference of ``mode`` by detaching (whatever mode the call names), grad_rows as detached rows."""
+    from tabes.ops.aqa import attention_kv_reference, attention_reference, dense_attention
+
+    def attend(q, k, v, *, bias=None, active=None, mode_in_call=None, grad_rows=None, **kwargs):
+        if active is None:
+            return dense_attention(q, k, v, bias)
+        ref = attention_kv_reference if mode == "kv" else attention_reference
+        return ref(q, k, v, bias=bias, active=active, grad_rows=grad_rows)
+
+    return attend
+
+
+@pytest.mark.parametrize("mode", ["exact", "kv"])
+@pytest.mark.parametrize("build", [_llama, _bert, _llada])
+def test_sparse_backward_of_hf_models_equals_the_reference(build, mode, monkeypatch):
+    """Row-skipping linears, grad_rows in the first layer and each AQA mode, in float64, against
+    plain autograd through the slow references (no row skipping, grad_rows only as detached inputs)."""
+    import tabes.models.hf as hf
+    from tabes.ops import rows
+
+    def make():
+        if build is _llada:
+            return _llada(mode)
+        return HFDenoiser(build().double(), mask_id=MASK, bidirectional=build is _llama, aqa_mode=mode)
+
+    calls = []
+    real = rows._LinearRows.backward
+    monkeypatch.setattr(rows._LinearRows, "backward", staticmethod(lambda ctx, g: calls.append(1) or real(ctx, g)))
+    fast = _tis(make(), "candidates+probes")
+    assert calls, "the row-skipping linears were not used"
+    slow_model = make()
+    slow_model.skip_rows = False
+    monkeypatch.setattr(hf, "attention", _slow_attention(mode))
+    slow = _tis(slow_model, "candidates+probes")
+    torch.testing.assert_close(fast, slow, atol=1e-10, rtol=1e-8)
+    assert fast.abs().max() > 1e-8

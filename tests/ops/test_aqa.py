@@ -176,3 +176,21 @@ def test_key_padding_bias_and_dense_path_with_grad_rows():
         slow = torch.autograd.grad((attention_reference(q, k, v, bias=pad, active=ref_act, grad_rows=gr) ** 2).sum(), (q, k, v))
         for f, s in zip(fast, slow):
             assert (f - s).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize(("mode", "reference"), [("exact", attention_reference), ("kv", attention_kv_reference)])
+def test_attention_to_keys_applies_each_mode_to_the_blocks_own_rows(mode, reference):
+    """The cached step's attention: with no cached keys (Lk = Lq) it is each mode's reference;
+    with cached keys in front, those are constants."""
+    from tabes.ops.aqa import attention_to_keys
+
+    q, k, v, b, active = _inputs(dtype=torch.float64)
+    w = torch.randn(2, 3, 17, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    fast = torch.autograd.grad((attention_to_keys(q, k, v, bias=b, active=active, mode=mode) * w).sum(), (q, k, v, b))
+    slow = torch.autograd.grad((reference(q, k, v, bias=b, active=active) * w).sum(), (q, k, v, b))
+    for name, f, s in zip("qkvb", fast, slow):
+        torch.testing.assert_close(f, s, atol=1e-10, rtol=1e-8, msg=f"{mode} {name}")
+    ck, cv = (torch.randn(2, 3, 5, 8, dtype=torch.float64) for _ in range(2))
+    cb = torch.zeros(1, 3, 17, 22, dtype=torch.float64)
+    out = attention_to_keys(q, torch.cat([ck, k], 2), torch.cat([cv, v], 2), bias=cb, active=active, mode=mode)
+    assert out.shape == q.shape and out.grad_fn is not None

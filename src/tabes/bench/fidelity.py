@@ -231,3 +231,60 @@ def cache_fidelity(
         "confidence_spearman": _mean(conf_rho),
         "n_steps": len(agree),
     }
+
+
+def tis_problem(seed: int = 0, *, scale: float = 8.0, aqa_mode: str = "kv"):
+    """A small TIS problem: our Sudoku MDM at width 32, 2 layers, 2 heads, float64, random
+    weights multiplied by ``scale`` (sharper than the init, so that TIS varies visibly), two
+    grids with 60% of the cells masked, the 6 most confident masked cells per grid as
+    candidates and the other masked cells as probes. Returns (model, x, prediction,
+    candidates, probes)."""
+    from tabes.models.mdm import MDM, MDMConfig
+
+    torch.manual_seed(seed)
+    model = MDM(MDMConfig(d_model=32, n_layers=2, n_heads=2, aqa_mode=aqa_mode)).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randint(0, 9, (2, 81), generator=g)
+    x[torch.rand(2, 81, generator=g) < 0.6] = model.mask_id
+    masked = x == model.mask_id
+    with torch.no_grad():
+        pred = predict(model, x, where=masked)
+    cand = top_k_mask(pred.confidence, masked, torch.tensor([6, 6]))
+    return model, x, pred, cand, masked & ~cand
+
+
+def half_precision_error(dtype: str = "bfloat16", *, seeds: int = 6, scale: float = 4.0, keep_probs: bool = True) -> list[dict]:
+    """TIS of each backward with the model in ``dtype`` against the same backward in float64,
+    on :func:`tis_problem` (weights x ``scale``). ``keep_probs=False`` makes AQA recompute P
+    from the log-sum-exp (the path of long sequences) instead of keeping it. Rows
+    ``{backward, dtype, keep_probs, rel_error, per_seed}``: the relative L2 error
+    ||TIS_dtype - TIS_float64|| / ||TIS_float64||, averaged over ``seeds`` models.
+    """
+    from tabes.ops.aqa import kernels
+
+    half = getattr(torch, dtype)
+    backwards = {"dense": ("exact", "dense"), "exact": ("exact", "candidates+probes"), "kv": ("kv", "candidates+probes")}
+    rows = []
+    with kernels(keep_probs_max=(1 << 22) if keep_probs else 0):
+        for name, (mode, active) in backwards.items():
+            errors = []
+            for seed in range(seeds):
+                model, x, pred, cand, probes = tis_problem(seed, scale=scale, aqa_mode=mode)
+                tis = [
+                    token_influence(model.to(dt), x, pred.probs, cand, probes, tau=0.5, active=active)[0].double()
+                    for dt in (torch.float64, half)
+                ]
+                errors.append(float((tis[1] - tis[0]).norm() / tis[0].norm().clamp_min(1e-30)))
+            rows.append(
+                {
+                    "backward": name,
+                    "dtype": dtype,
+                    "keep_probs": keep_probs,
+                    "rel_error": round(statistics.mean(errors), 4),
+                    "per_seed": [round(e, 4) for e in errors],
+                }
+            )
+    return rows

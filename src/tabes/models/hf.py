@@ -25,6 +25,7 @@ the block's own (a cached step). Models whose attention does not reach it cannot
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -40,6 +41,7 @@ from torch import Tensor
 
 from tabes.cache import LayerKV
 from tabes.ops.aqa import AQA_MODES, attention, attention_to_keys
+from tabes.ops.rows import linear_rows
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 KINDS = ("auto", "masked-lm", "llada", "dream")
 
 # (active (B, L) bool, mode) of the current call, read by the registered attention function
-_ACTIVE: contextvars.ContextVar[tuple[Tensor, str] | None] = contextvars.ContextVar("tabes_active", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[Tensor, str, Tensor | None, list] | None] = contextvars.ContextVar("tabes_active", default=None)
 _CALLED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("tabes_called", default=None)
 
 
@@ -67,6 +69,7 @@ class _CacheCall:
     positions: Tensor | None = None  # (Lq,) the query positions (LLaDA's RoPE hook reads them)
     key_bias: Tensor | None = None
     active: Tensor | None = None
+    mode: str = "exact"  # the AQA mode of ``active``
     keys: list[Tensor] = field(default_factory=list)
     values: list[Tensor] = field(default_factory=list)
     layer: int = 0
@@ -112,7 +115,7 @@ def tabes_aqa_attention(
     if scaling is not None:  # our kernel scales by 1/sqrt(Dh); fold any other scale into q
         query = query * (scaling * math.sqrt(query.shape[-1]))
     if cache is not None and cache.kv is not None:
-        out = attention_to_keys(query, key, value, bias=cache.key_bias.to(query.dtype), active=cache.active)
+        out = attention_to_keys(query, key, value, bias=cache.key_bias.to(query.dtype), active=cache.active, mode=cache.mode)
         return out.transpose(1, 2).contiguous(), None
     state = _ACTIVE.get()
     called = _CALLED.get()
@@ -121,9 +124,29 @@ def tabes_aqa_attention(
     if state is None:
         out = attention(query, key, value, bias=bias)
     else:
-        active, mode = state
-        out = attention(query, key, value, bias=bias, active=active, mode=mode)
+        active, mode, grad_rows, calls = state
+        first = not calls  # the first attention call of the forward is the first layer
+        calls.append(1)
+        out = attention(query, key, value, bias=bias, active=active, mode=mode, grad_rows=grad_rows if first else None)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _linear_rows_forward(lin: torch.nn.Linear, x: Tensor) -> Tensor:
+    return linear_rows(x, lin.weight, lin.bias)
+
+
+@contextlib.contextmanager
+def _row_skipping(linears: list[torch.nn.Linear]):
+    """Inside the block, each ``torch.nn.Linear`` (exactly that class: quantized subclasses keep
+    their own forward) runs as :func:`tabes.ops.rows.linear_rows`: same values, a backward that
+    computes the input gradient only and skips rows whose upstream gradient is zero."""
+    for lin in linears:
+        lin.forward = functools.partial(_linear_rows_forward, lin)
+    try:
+        yield
+    finally:
+        for lin in linears:
+            del lin.forward  # back to the class's forward
 
 
 def llada_blocks(model) -> list | None:
@@ -191,7 +214,7 @@ class HFDenoiser:
     """
 
     def __init__(
-        self, model, *, mask_id: int, tokenizer=None, logit_shift: int = 0, bidirectional: bool = False, aqa_mode: str = "exact"
+        self, model, *, mask_id: int, tokenizer=None, logit_shift: int = 0, bidirectional: bool = False, aqa_mode: str = "kv"
     ) -> None:
         if "inputs_embeds" not in inspect.signature(model.forward).parameters:
             raise ValueError(f"{type(model).__name__}.forward does not accept inputs_embeds; BoE needs embedding inputs")
@@ -208,6 +231,8 @@ class HFDenoiser:
         self.logit_shift = int(logit_shift)
         self.bidirectional = bidirectional
         self.aqa_mode = aqa_mode
+        self.skip_rows = True  # row-skipping linear layers in BoE's backward (see logits_from_embeds)
+        self._linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         self._llada = llada_blocks(model)  # LLaDA's remote code calls attention inside its own blocks
         self._routes: bool | None = None  # probed at the first backward (see routes_attention)
@@ -291,18 +316,31 @@ class HFDenoiser:
     ) -> Tensor:
         """(B, L, D) -> (B, L, V); with ``active``, the backward runs through ActiveQueryAttention.
 
-        ``grad_rows`` (the protocol's hint) is ignored: the backward covers every row.
+        With ``active`` under autograd the backward is input-gradient-only: every plain
+        ``torch.nn.Linear`` skips the rows whose upstream gradient is zero (``skip_rows``), and
+        ``grad_rows`` (B, L) bool, the rows of ``embeds`` whose gradient the caller reads, makes
+        the other rows constants and reaches the first attention layer (its backward then needs
+        only those rows of q, k and v). Parameters get no gradient.
         """
         if active is None:
             return self._forward(embeds, attention_mask)
+        if grad_rows is not None and torch.is_grad_enabled():
+            if grad_rows.shape != embeds.shape[:2] or grad_rows.dtype != torch.bool:
+                raise ValueError(
+                    f"grad_rows must be a (B, L) = {tuple(embeds.shape[:2])} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}"
+                )
+            embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
+        skipping = _row_skipping(self._linears) if self.skip_rows and torch.is_grad_enabled() else contextlib.nullcontext()
         if not self.routes_attention:
             if not self._warned:
                 log.warning("%s does not route attention through the registry: BoE uses a dense backward", type(self.model).__name__)
                 self._warned = True
-            return self._forward(embeds, attention_mask)
-        token = _ACTIVE.set((active, self.aqa_mode))
+            with skipping:
+                return self._forward(embeds, attention_mask)
+        token = _ACTIVE.set((active, self.aqa_mode, grad_rows, []))
         try:
-            return self._forward(embeds, attention_mask)
+            with skipping:
+                return self._forward(embeds, attention_mask)
         finally:
             _ACTIVE.reset(token)
 
@@ -354,7 +392,7 @@ class HFDenoiser:
             extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else _padded_positions(attention_mask)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
-        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active, positions=positions))
+        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active, positions=positions, mode=self.aqa_mode))
         try:
             return self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits
         finally:
@@ -378,7 +416,7 @@ def load_hf(
     trust_remote_code: bool = False,
     mask_id: int | None = None,
     device: str = "cpu",
-    aqa_mode: str = "exact",
+    aqa_mode: str = "kv",
     dtype: torch.dtype | None = None,
     allow_pickle: bool = False,
 ) -> HFDenoiser:

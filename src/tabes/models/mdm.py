@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tabes.cache import LayerKV
-from tabes.ops.aqa import AQA_MODES, active_index, attention, attention_to_keys
+from tabes.ops.aqa import AQA_MODES, _gather_cols, _gather_rows, active_index, attention, attention_to_keys
 from tabes.ops.rows import linear_rows, mlp_rows
 
 MODEL_TYPE = "tabes-mdm"
@@ -49,7 +49,7 @@ class MDMConfig:
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * D
     layout: str = "sudoku"  # "sudoku" (row/col/box + relation bias) or "sequence" (learned positions)
     grid: int = 9  # side of the grid for layout="sudoku"; boxes are sqrt(grid) wide
-    aqa_mode: str = "exact"  # ActiveQueryAttention backward when an active mask is given
+    aqa_mode: str = "kv"  # ActiveQueryAttention backward when an active mask is given (see tabes.ops.aqa)
     skip_rows: bool = True  # exact mode: also skip the backward of rows whose gradient is zero or unread
 
     def __post_init__(self) -> None:
@@ -139,10 +139,9 @@ class Block(nn.Module):
             keep.append((k.detach(), v.detach()))
         if context is not None:
             k, v = torch.cat([context[0], k], dim=2), torch.cat([context[1], v], dim=2)
-            y = attention_to_keys(q, k, v, bias=bias, active=active)  # (B, H, L, Dh)
+            y = attention_to_keys(q, k, v, bias=bias, active=active, mode=aqa_mode)  # (B, H, L, Dh)
         else:
-            mode = "exact" if input_grad_only else aqa_mode
-            y = attention(q, k, v, bias=bias, active=active, mode=mode, grad_rows=grad_rows)  # (B, H, L, Dh)
+            y = attention(q, k, v, bias=bias, active=active, mode=aqa_mode, grad_rows=grad_rows)  # (B, H, L, Dh)
         return self.after_attention(x, y.transpose(1, 2).reshape(B, L, D), input_grad_only)
 
 
@@ -213,14 +212,14 @@ class MDM(nn.Module):
         if grad_rows is not None and (grad_rows.shape != (B, L) or grad_rows.dtype != torch.bool):
             raise ValueError(f"grad_rows must be a (B, L) = {(B, L)} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}")
         # the exact sparse adjoint: input gradients only (parameters are constants), rows skipped
-        input_grad_only = active is not None and cfg.aqa_mode == "exact" and cfg.skip_rows and torch.is_grad_enabled()
+        input_grad_only = active is not None and cfg.aqa_mode != "reference" and cfg.skip_rows and torch.is_grad_enabled()
         cells = torch.arange(L, device=embeds.device)
         position = self._position(cells)
         if grad_rows is not None and torch.is_grad_enabled():
             embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
         x = embeds + (position.detach() if input_grad_only else position)  # (B, L, D)
         biases = self._biases(cells, cells, attention_mask, x.dtype, input_grad_only)
-        if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled():
+        if active is not None and cfg.aqa_mode == "kv" and torch.is_grad_enabled() and 2 * int(active.sum(-1).max()) <= L:
             return self._active_rows_logits(x, biases, active)
         return self._dense_logits(x, biases, active, cfg.aqa_mode, grad_rows, input_grad_only)
 
@@ -245,17 +244,18 @@ class MDM(nn.Module):
         """The ``kv`` approximation with a backward on the active rows only.
 
         Inactive rows are constants: one no-grad pass computes every row's hidden states, then
-        the active rows are recomputed with gradient, attending to all keys and values (the
-        inactive ones taken from the no-grad pass). Forward values equal the dense forward;
-        the gradient equals that of ``aqa_mode="kv"`` attention for every active row, and the
-        backward (and the extra forward) cost O(|A|) rows instead of O(L).
+        the active rows go through the same blocks with gradient (:meth:`Block.forward` with
+        ``context``), attending to the inactive rows' keys and values from the no-grad pass
+        and to their own. Forward values equal the dense forward; the gradient equals that of
+        ``aqa_mode="kv"`` attention for every active row, and the backward (and the extra
+        forward) cost O(|A|) rows instead of O(L) in every layer.
         Shapes: x (B, L, D), active (B, L) bool -> (B, L, V) logits.
         """
         B, L, D = x.shape
         H = self.config.n_heads
         idx, valid = active_index(active)  # (B, A)
         A = idx.shape[1]
-        idx = idx.masked_fill(~valid, L)  # padded slots go to a dummy position L that no query sees
+        rows = idx.clamp_max(L - 1)
         hidden = []
         with torch.no_grad():
             h = x.detach()
@@ -263,35 +263,25 @@ class MDM(nn.Module):
                 hidden.append(h)
                 h = blk(h, bias, None, "exact")
             full = self.head(self.ln_f(h))  # (B, L, V)
-
-        def pad(t: Tensor) -> Tensor:  # (B, L, X) -> (B, L + 1, X)
-            return torch.cat([t, t.new_zeros(B, 1, t.shape[-1])], dim=1)
-
-        def rows(t: Tensor) -> Tensor:  # (B, L + 1, X) -> (B, A, X)
-            return t.gather(1, idx[..., None].expand(B, A, t.shape[-1]))
-
-        def put(t: Tensor, src: Tensor) -> Tensor:  # write (B, A, X) rows into (B, L + 1, X)
-            return t.scatter(1, idx[..., None].expand(B, A, src.shape[-1]), src)
-
-        xa = rows(pad(x))  # (B, A, D), carries the gradient
-        dummy = torch.zeros(B, 1, 1, L + 1, dtype=x.dtype, device=x.device)
-        dummy[..., L] = float("-inf")
+        # keys of the no-grad pass at the active positions are replaced by the rows' own keys
+        # (appended after the context); padded slots of the own keys are masked
+        ctx_mask = torch.zeros(B, 1, 1, L, dtype=x.dtype, device=x.device).masked_fill(active[:, None, None, :], float("-inf"))
+        own_mask = torch.zeros(B, 1, 1, A, dtype=x.dtype, device=x.device).masked_fill(~valid[:, None, None, :], float("-inf"))
+        xa = x.gather(1, rows[..., None].expand(B, A, D))  # (B, A, D), carries the gradient
         for blk, bias, h in zip(self.blocks, biases, hidden):
             with torch.no_grad():
-                _, k_full, v_full = blk.qkv_proj(h)  # (B, L, D)
-            qa, ka, va = blk.qkv_proj(xa)  # (B, A, D)
-            k = put(pad(k_full), ka).view(B, L + 1, H, D // H).transpose(1, 2)  # (B, H, L+1, Dh)
-            v = put(pad(v_full), va).view(B, L + 1, H, D // H).transpose(1, 2)
-            q = qa.view(B, A, H, D // H).transpose(1, 2)  # (B, H, A, Dh)
-            mask = dummy
-            if bias is not None:
-                b = torch.cat([bias.expand(B, H, L, L), bias.new_zeros(B, H, L, 1)], dim=-1)  # (B, H, L, L+1)
-                b = b.gather(2, idx.clamp_max(L - 1)[:, None, :, None].expand(B, H, A, L + 1))  # (B, H, A, L+1)
-                mask = b + dummy
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (B, H, A, Dh)
-            xa = blk.after_attention(xa, y.transpose(1, 2).reshape(B, A, D))
+                k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in blk.qkv_proj(h)[1:])  # (B, H, L, Dh)
+            if bias is None:
+                pair = torch.cat([ctx_mask.expand(B, 1, A, L), own_mask.expand(B, 1, A, A)], dim=-1)
+            else:
+                b = _gather_rows(bias, rows).expand(-1, -1, -1, L)  # (B, H', A, L)
+                own = _gather_cols(b, rows)  # (B, H', A, A)
+                pair = torch.cat([b + ctx_mask, own + own_mask], dim=-1)  # (B, H', A, L + A)
+            xa = blk(xa, pair, None, "exact", context=(k, v))
         logits_a = self.head(self.ln_f(xa))  # (B, A, V)
-        return put(pad(full), logits_a)[:, :L]
+        put = idx.masked_fill(~valid, L)  # padded slots go to a dummy row L, dropped below
+        padded = torch.cat([full, full.new_zeros(B, 1, full.shape[-1])], dim=1)
+        return padded.scatter(1, put[..., None].expand(B, A, full.shape[-1]), logits_a)[:, :L]
 
     def _position(self, cells: Tensor) -> Tensor:
         """(n,) long positions -> (n, D) position embeddings (Sudoku: row + column + box)."""
@@ -345,11 +335,11 @@ class MDM(nn.Module):
     ) -> Tensor:
         """A step through the cache: (B, Lq, D) embeddings at ``positions`` (Lq,) long, attending
         to ``kv`` and to each other -> (B, Lq, V) logits. ``attention_mask``: (B, L) of the whole
-        sequence; ``active``: (B, Lq) bool AQA rows (scores of the others are constants)."""
+        sequence; ``active``: (B, Lq) bool AQA rows, under the model's ``aqa_mode``."""
         x = embeds + self._position(positions)
         keys = torch.cat([kv.positions.to(positions.device), positions])  # the key axis: context, then queries
         for i, (blk, bias) in enumerate(zip(self.blocks, self._biases(positions, keys, attention_mask, x.dtype))):
-            x = blk(x, bias, active, "exact", context=(kv.keys[i], kv.values[i]))
+            x = blk(x, bias, active, self.config.aqa_mode, context=(kv.keys[i], kv.values[i]))
         return self.head(self.ln_f(x))
 
     def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:

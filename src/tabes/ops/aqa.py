@@ -31,12 +31,19 @@ fused, recomputed) against the reference.
 
 Modes (``mode=`` of :func:`attention`, ``aqa_mode`` of a model config):
 
-- ``"exact"``: the fast path above, a custom autograd function.
-- ``"reference"``: the slow, obviously correct definition: scores of inactive rows are
-  ``detach()``-ed inside ordinary autograd attention. Used by the tests.
-- ``"kv"``: an *approximation*: additionally stop gradient through inactive rows' outputs,
-  keys and values, so the attention backward is O(|A|^2 d). Its effect on BoE's Token
-  Influence Score is measured in ``docs/boe.md``; it is not the default.
+- ``"kv"`` (the default of our MDM and of HF models): the paper's sparse adjoint. Inactive
+  rows' outputs, keys and values carry no gradient either, so the gradient never leaves the
+  active rows: the attention backward is O(|A| L d) in every layer (dO is zero outside A, dK
+  and dV are kept on A only), and our MDM also gathers the active rows through the linear
+  layers (:meth:`tabes.models.mdm.MDM.logits_from_embeds`). Its TIS fidelity and its Sudoku
+  accuracy against the dense backward are in ``docs/boe.md``.
+- ``"exact"``: stop-gradient on the inactive scores only; gradient still flows through every
+  row's values, so every middle layer's backward is dense in L (the fast path above).
+- ``"reference"``: the slow, obviously correct definition of ``exact``: scores of inactive
+  rows are ``detach()``-ed inside ordinary autograd attention. Used by the tests
+  (:func:`attention_kv_reference` is the same for ``kv``).
+
+Under float16/bfloat16 inputs the kept P, the log-sum-exp and the whole backward run in float32.
 
 The forward values are identical in every mode (float32 max error against
 ``torch.nn.functional.scaled_dot_product_attention`` is tested at 1e-6).
@@ -138,15 +145,14 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> 
     """Dense attention output (B, H, L, Dh) and per-row log-sum-exp of the scores (B, H, L).
 
     On the CPU this is PyTorch's fused kernel (one pass, nothing L x L kept); elsewhere the
-    scores are formed explicitly.
+    scores are formed explicitly; the log-sum-exp is float32 for half-precision inputs.
     """
     fused = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if q.device.type == "cpu" and fused is not None:
         out, lse = fused(q, k, v, 0.0, False, attn_mask=None if bias is None else bias.to(q.dtype))
         return out, lse
-    s = _scores(q, k, bias)
-    lse = torch.logsumexp(s.float(), dim=-1)
-    return torch.softmax(s, dim=-1) @ v, lse
+    s = _scores(q, k, bias).to(_stats_dtype(q.dtype))
+    return (torch.softmax(s, dim=-1) @ v.to(s.dtype)).to(q.dtype), torch.logsumexp(s, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,8 @@ class _ActiveQueryAttention(torch.autograd.Function):
     ) -> Tensor:
         B, H, L, _ = q.shape
         if B * H * L * k.shape[2] <= _KERNELS.get().keep_probs_max:
-            p, lse = torch.softmax(_scores(q, k, bias), dim=-1), None  # (B, H, L, L), kept
-            out = p @ v
+            p, lse = torch.softmax(_scores(q, k, bias), dim=-1, dtype=_stats_dtype(q.dtype)), None  # (B, H, L, L), kept
+            out = (p @ v.to(p.dtype)).to(v.dtype)
         else:
             (out, lse), p = attention_with_lse(q, k, v, bias), None
         ctx.save_for_backward(q, k, v, out, lse, p, bias, active, grad_rows)
@@ -250,18 +256,21 @@ class _ActiveQueryAttention(torch.autograd.Function):
     def backward(ctx, d_out: Tensor):
         q, k, v, out, lse_raw, p, bias, active, grad_rows = ctx.saved_tensors
         need = ctx.needs_input_grad[:4]
-        d_out = d_out.to(q.dtype)
+        dtype = q.dtype
+        # half-precision inputs: the whole backward (scores, P, the row sums) runs in float32
+        q, k, v, out, d_out = (t.to(_stats_dtype(dtype)) for t in (q, k, v, out, d_out))
+        bias = None if bias is None else bias.to(q.dtype)
         lse = None if lse_raw is None else lse_raw.to(q.dtype)[..., None]  # (B, H, L, 1)
         few_rows = grad_rows is not None and 2 * int(grad_rows.sum(-1).max()) <= q.shape[2]
         if few_rows and not ctx.kv_approx and not need[3]:
             dq, dk, dv = _backward_few_rows(q, k, v, out, lse, p, bias, active, grad_rows, d_out)
-            return dq, dk, dv, None, None, None, None
+            return _cast(dq, dtype), _cast(dk, dtype), _cast(dv, dtype), None, None, None, None
         fused = _fused_backward_op()
         # dO zero outside A (the last layer of a BoE backward), or the kv approximation, which
         # uses the active outputs only: the active rows alone give every gradient
         rows_suffice = ctx.kv_approx or not (d_out.abs().amax(dim=(1, 3)).ne(0) & ~active).any()
         if p is None and fused is not None and q.device.type == "cpu" and rows_suffice and not need[3]:
-            dq, dk, dv = _backward_fused_rows(fused, q, k, v, out, lse_raw, bias, active, d_out)
+            dq, dk, dv = _backward_fused_rows(fused, q, k, v, out, lse_raw.to(q.dtype), bias, active, d_out)
             dbias = None
         else:
             dq, dk, dv, dbias = _backward_active_rows(q, k, v, out, lse, p, bias, active, d_out, need, rows_suffice, ctx.bias_shape)
@@ -271,7 +280,16 @@ class _ActiveQueryAttention(torch.autograd.Function):
         if grad_rows is not None:  # rows outside grad_rows are constants
             keep = _per_row(grad_rows, q.dtype)
             dq, dk, dv = (None if t is None else t * keep for t in (dq, dk, dv))
-        return dq, dk, dv, dbias, None, None, None
+        return _cast(dq, dtype), _cast(dk, dtype), _cast(dv, dtype), _cast(dbias, dtype), None, None, None
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of softmax statistics and of the backward's arithmetic: float32 for half inputs."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
 
 
 def _chunk_rows(row_len: int, batch: int) -> int:
@@ -440,13 +458,16 @@ def attention(
     return _ActiveQueryAttention.apply(q, k, v, bias, active, grad_rows, mode == "kv")
 
 
-def attention_to_keys(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+def attention_to_keys(
+    q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = None, active: Tensor | None = None, mode: str = "exact"
+) -> Tensor:
     """Attention of some query rows to a longer list of keys (the block of a KV-cached step).
 
-    The cache's keys and values come in as constants; the block's own rows carry gradient.
-    With ``active``, the scores of inactive query rows are constants in the backward (the
-    ``exact``/``reference`` definition above, applied to a rectangular score matrix: the
-    backward of a block is O(Lq Lk d), so there is nothing to gain from gathering rows).
+    The cache's keys and values come in as constants; the block's own rows (the last Lq keys)
+    carry gradient. With ``active``, ``mode`` applies the definitions above to a rectangular
+    score matrix: ``exact`` (and ``reference``) make the scores of inactive query rows
+    constants; ``kv`` also the inactive rows' own keys, values and outputs. The backward of a
+    block is O(Lq Lk d), so there is nothing to gain from gathering rows.
 
     Shapes: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh), bias broadcastable to (B, H, Lq, Lk),
     active (B, Lq) bool -> (B, H, Lq, Dh).
@@ -454,10 +475,17 @@ def attention_to_keys(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None = 
     B, _, Lq, _ = q.shape
     if active is not None and (active.shape != (B, Lq) or active.dtype != torch.bool):
         raise ValueError(f"active must be a (B, Lq) = {(B, Lq)} bool tensor, got {tuple(active.shape)} {active.dtype}")
+    if mode not in AQA_MODES:
+        raise ValueError(f"AQA mode must be one of {AQA_MODES}, got {mode!r}")
     if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
+    rows = None if active is None else active[:, None, :, None]  # (B, 1, Lq, 1)
+    if rows is not None and mode == "kv":  # the block's inactive keys and values are constants too
+        own = torch.cat([rows.new_zeros(B, 1, k.shape[2] - Lq, 1), rows], dim=2)  # (B, 1, Lk, 1): cached keys are constants anyway
+        k, v = torch.where(own, k, k.detach()), torch.where(own, v, v.detach())
     s = _scores(q, k, bias)  # (B, H, Lq, Lk)
-    if active is not None:
-        s = torch.where(active[:, None, :, None], s, s.detach())
+    if rows is not None:
+        s = torch.where(rows, s, s.detach())
     p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), dim=-1)  # float32 at least, float64 kept
-    return (p.to(v.dtype) @ v).to(q.dtype)
+    out = (p.to(v.dtype) @ v).to(q.dtype)
+    return torch.where(rows, out, out.detach()) if rows is not None and mode == "kv" else out
