@@ -1,10 +1,12 @@
-"""PC-Sampler, KLASS and DUS: what each one's rule says, on denoisers whose outputs are known."""
+"""PC-Sampler, KLASS, DUS and the remasking rules: what each one says, on denoisers whose outputs are known."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from tabes import decode
+from tabes import decode, generate, get_sampler
+from tabes.samplers.base import StepState
 from tests.conftest import StubDenoiser
 
 
@@ -74,3 +76,78 @@ def test_dus_unmasks_far_apart_positions_in_bit_reversal_order():
     assert _order(out) == [[0, 4], [2, 6], [1, 5], [3, 7]]
     for group in _order(out):  # never neighbours in one step
         assert all(abs(a - b) > 1 for a in group for b in group if a != b)
+
+
+def test_contradicted_picks_the_least_probable_contradicted_committed_token():
+    from tabes.samplers.base import contradicted
+
+    logits = torch.zeros(1, 4, 3)
+    logits[0, :, 0] = 5.0  # token 0 is everyone's argmax
+    logits[0, :, 2] = float("-inf")  # the mask token
+    logits[0, 2, 1] = 4.9  # position 2's own token 1 is nearly as likely: p ~ 0.48
+    x = torch.tensor([[1, 1, 1, 0]])
+    committed = torch.tensor([[True, False, True, True]])
+    assert contradicted(logits, x, committed, threshold=0.1).tolist() == [[True, False, False, False]]
+    two = contradicted(logits, x, committed, threshold=0.6, per_row=2)
+    assert two.tolist() == [[True, False, True, False]]  # position 3 agrees with the argmax
+    assert not contradicted(logits, x, committed, threshold=0.0).any()
+
+
+def test_remdm_confidence_schedule_remasks_what_the_forward_contradicts():
+    """A model that always predicts token 0: committed non-zero tokens are contradicted and go
+    back to the mask one per step; given cells never do; decoding still ends unmasked."""
+    V = 4  # tokens 0..2, mask 3
+
+    def fill(logits):
+        logits[..., 0] = 3.0
+
+    model = StubDenoiser(V, fill)
+    x = torch.tensor([[1, 3, 3, 3, 3, 3]])
+    state_x = torch.tensor([[1, 2, 2, 3, 3, 3]])  # position 0 given, 1 and 2 committed earlier
+    fixed = torch.tensor([[True, False, False, False, False, False]])
+
+    st = StepState(
+        x=state_x, maskable=state_x == 3, fixed=fixed, budget=torch.tensor([1]), step=1, num_steps=5, t=0.8, temperature=0.0, generator=None
+    )
+    res = get_sampler("remdm:schedule=confidence,threshold=0.5").step(model, st)
+    assert res.remask.tolist() == [[False, True, False, False, False, False]]  # one per step, the first of the ties
+    res = get_sampler("remdm:schedule=confidence,threshold=0.5,per_step=3").step(model, st)
+    assert res.remask.tolist() == [[False, True, True, False, False, False]]  # never the given cell
+    late = StepState(**{**st.__dict__, "t": 0.1})
+    assert get_sampler("remdm:schedule=confidence,t_off=0.25").step(model, late).remask is None
+    out = generate(model, x, sampler="remdm:schedule=confidence,threshold=0.5,t_off=0.0", steps=8)
+    assert not (out.sequences == 3).any() and out.sequences[0, 0] == 1
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        get_sampler("remdm:schedule=sometimes")
+
+
+def test_boe_repair_remasks_committed_cells_the_surrogate_contradicts(tiny_sudoku_model, sudoku_ids):
+    """With repair, a committed cell whose surrogate probability is below the threshold goes back
+    to the mask (never a given cell), and decoding still finishes; repair=0 never remasks."""
+    x = sudoku_ids.clone()
+    given = x != tiny_sudoku_model.mask_id
+    wrong = (~given).nonzero()[:6]  # commit some cells with a digit the (random) model may reject
+    x[wrong[:, 0], wrong[:, 1]] = 0
+    fixed = given
+
+    st = StepState(
+        x=x,
+        maskable=x == tiny_sudoku_model.mask_id,
+        fixed=fixed,
+        budget=torch.ones(3, dtype=torch.long),
+        step=1,
+        num_steps=40,
+        t=0.9,
+        temperature=0.0,
+        generator=None,
+    )
+    res = get_sampler("boe:repair=0.99").step(tiny_sudoku_model, st)
+    assert res.remask is not None and res.remask.any()
+    assert not (res.remask & fixed).any() and (res.remask.sum(-1) <= 1).all()
+    assert (res.remask <= ((x != tiny_sudoku_model.mask_id) & ~fixed)).all()
+    assert get_sampler("boe").step(tiny_sudoku_model, st).remask is None
+    out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe:repair=0.5", steps=30)
+    assert not (out.sequences == tiny_sudoku_model.mask_id).any()
+    assert torch.equal(out.sequences[given], sudoku_ids[given])
+    with pytest.raises(ValueError, match="repair needs the surrogate"):
+        get_sampler("boe:repair=0.5,point=mask")

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from tabes.protocol import Denoiser, select_rows
-from tabes.samplers.base import StepResult, StepState, top_k_mask
+from tabes.samplers.base import StepResult, StepState, contradicted, top_k_mask
 from tabes.samplers.registry import register
 
 ACTIVE_SETS = ("candidates", "candidates+probes", "dense")
@@ -81,6 +81,11 @@ class BoEConfig:
             every candidate with the other candidates injected; candidates whose argmax there
             differs from the step's proposal go last (committed only if the budget needs
             them), the consistent ones are ranked by the usual score. Needs point="soft".
+        repair: BoE with repair. The surrogate forward sees the committed cells with the
+            candidates injected; a committed (not given) cell whose own token has probability
+            below ``repair`` there, while another token is the argmax, is re-masked (at most
+            one per row and step, the least probable; never on a block's last step). 0 (the
+            default) disables it. Needs point="soft".
     """
 
     r: int = 4
@@ -95,6 +100,7 @@ class BoEConfig:
     point: str = "soft"
     ambiguity: float = 1.0
     consistency: bool = False
+    repair: float = 0.0
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -113,6 +119,10 @@ class BoEConfig:
             raise ValueError(f"active must be one of {ACTIVE_SETS}, got {self.active!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not 0 <= self.repair < 1:
+            raise ValueError(f"repair must be in [0, 1), got {self.repair}")
+        if self.repair > 0 and self.point != "soft":
+            raise ValueError("repair needs the surrogate forward of point='soft', got point='mask'")
         if self.consistency and self.point != "soft":
             raise ValueError("consistency needs the surrogate forward of point='soft', got point='mask'")
         if not 0 <= self.ambiguity <= 1:
@@ -219,7 +229,8 @@ def token_influence(
     point: str = "soft",
     return_tokens: bool = False,
     soft: Tensor | None = None,
-) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    return_logits: bool = False,
+) -> tuple[Tensor, ...]:
     """Steps 3-5: the Token Influence Score of every candidate.
 
     Args:
@@ -236,7 +247,8 @@ def token_influence(
     Returns:
         tis (B, L) float32, zero off candidates, and future_entropy (B,) = H~ per row; with
         ``return_tokens`` also the (B, L) argmax tokens of the surrogate forward at the
-        candidates (each predicted with the other candidates injected), -1 elsewhere.
+        candidates (each predicted with the other candidates injected), -1 elsewhere; with
+        ``return_logits`` last the surrogate forward's (B, L, V) logits, detached.
     """
     if soft is None:
         soft = soft_embeddings(model, probs, tau, where=candidates)  # (B, L, D) e~, used (and computed) at the candidates only
@@ -258,14 +270,17 @@ def token_influence(
         else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
             grad = torch.zeros_like(inj)
     tis = _tis(grad, soft, model, candidates)
-    if not return_tokens:
-        return tis, future.detach()
-    idx = candidates.nonzero(as_tuple=True)
-    rows = logits.detach()[idx]  # (n, V), a copy
-    rows[:, model.mask_id] = float("-inf")
-    tokens = torch.full(candidates.shape, -1, dtype=torch.long, device=candidates.device)
-    tokens[idx] = rows.argmax(-1)
-    return tis, future.detach(), tokens
+    out = (tis, future.detach())
+    if return_tokens:
+        idx = candidates.nonzero(as_tuple=True)
+        rows = logits.detach()[idx]  # (n, V), a copy
+        rows[:, model.mask_id] = float("-inf")
+        tokens = torch.full(candidates.shape, -1, dtype=torch.long, device=candidates.device)
+        tokens[idx] = rows.argmax(-1)
+        out = (*out, tokens)
+    if return_logits:
+        out = (*out, logits.detach())
+    return out
 
 
 @register
@@ -317,6 +332,7 @@ class BoESampler:
         # 3-5. surrogate forward (or the step's own), backward, TIS on the rows that have probes
         tis = torch.zeros(B, L, device=state.x.device)
         inconsistent = torch.zeros(B, L, dtype=torch.bool, device=state.x.device)
+        remask = torch.zeros(B, L, dtype=torch.bool, device=state.x.device)
         future = torch.zeros(B, device=state.x.device)
         rows_steered = steer[rows] if one_pass else None
         rows = steer.nonzero().squeeze(-1)  # after the ambiguity gate
@@ -343,10 +359,16 @@ class BoESampler:
                 attention_mask=am,
                 return_tokens=cfg.consistency,
                 soft=soft,
+                return_logits=cfg.repair > 0,
             )
             tis[rows], future[rows] = out[0], out[1].float()
             if cfg.consistency:  # the surrogate's own proposals (each candidate predicted with the others injected)
                 inconsistent[rows] = cand[rows] & (out[2] != pred.tokens[rows])
+            if cfg.repair > 0:  # committed cells the surrogate contradicts go back to the mask
+                surrogate = out[-1].clone()
+                surrogate[..., model.mask_id] = float("-inf")
+                committed = (state.x[rows] != model.mask_id) & ~state.fixed[rows]
+                remask[rows] = contradicted(surrogate, state.x[rows], committed, cfg.repair)
         # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty
         h_t = cfg.h_max * state.t
         penalty = (h_t - ent).clamp_min(0) ** 2
@@ -370,4 +392,4 @@ class BoESampler:
             "steered": [bool(s) for s in steer],
             "inconsistent": [inconsistent[b].nonzero().squeeze(-1).tolist() for b in range(B)],
         }
-        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, info=info)
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, remask=remask if cfg.repair > 0 else None, info=info)
