@@ -28,7 +28,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing OUT")
     p.add_argument("--skip-bad-rows", action="store_true", help="with --file: decode the good rows and list the skipped line numbers")
     p.add_argument("--limit", type=positive_int, help="solve only the first N puzzles of --file")
-    p.add_argument("--sampler", default="boe", help="sampler spec, e.g. boe, confidence or boe:rho=0.25 (see `tabes samplers`)")
+    p.add_argument(
+        "--sampler",
+        default="confidence",
+        help="sampler spec, e.g. confidence (the default, see docs/evidence.md), boe or bon:n=4 (see `tabes samplers`)",
+    )
     p.add_argument("--steps", type=positive_int, default=81, help="denoising steps (81 = one cell per step)")
     p.add_argument("--temperature", type=nonneg_float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
