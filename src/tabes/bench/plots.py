@@ -57,7 +57,9 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
     nrows = 2 * math.ceil(len(sources) / ncols)  # each source: wall-clock panel above, fwd-equiv panel below
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.1 * nrows), squeeze=False)
     labels = sorted({spec_label(r) for r in records})
-    colours = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+    palette = plt.cm.tab10 if len(labels) <= 10 else plt.cm.tab20  # one colour per series up to 20
+    colours = {lab: palette(i % palette.N) for i, lab in enumerate(labels)}
+    markers = {lab: "osD^v<>pPX*h"[i % 12] for i, lab in enumerate(labels)}
     for k, src in enumerate(sources):
         curves: dict[str, list[dict]] = defaultdict(list)
         for r in records:
@@ -71,7 +73,7 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
                 xs = [r["wall_s"] / r["n"] if key == "wall" else r["fwd_equiv"] for r in pts]
                 ys = [100 * r["accuracy"] for r in pts]
                 err = [[y - 100 * r["ci_low"] for y, r in zip(ys, pts)], [100 * r["ci_high"] - y for y, r in zip(ys, pts)]]
-                ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, lw=1.2, elinewidth=0.8, label=lab, color=colours[lab])
+                ax.errorbar(xs, ys, yerr=err, marker=markers[lab], ms=4, capsize=2, lw=1.2, elinewidth=0.8, label=lab, color=colours[lab])
                 xs_all += xs
             _log_axis(ax, xs_all)
             ax.set_ylim(-3, 103)
