@@ -7,7 +7,7 @@
             2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
             3. result  = sampler.step(denoiser, state)    # forwards/backwards are counted
             4. commit result.tokens at result.commit; apply result.remask (never on given
-               positions, never on a block's last step); after an EOS, fill the row with EOS;
+               positions, never on a block's last step; counted); after an EOS, fill the row with EOS;
                keep result.carry for the row's next step (StepState.carry)
             5. trace   = one record per row: positions, tokens, confidence, entropy, extras
 
@@ -123,6 +123,8 @@ def generate(
     forwards = torch.zeros(B, dtype=torch.long, device=x.device)
     backwards = torch.zeros(B, dtype=torch.long, device=x.device)
     nsteps = torch.zeros(B, dtype=torch.long, device=x.device)
+    remasked = torch.zeros(B, dtype=torch.long, device=x.device)
+    steered: Tensor | None = None
     records: list[dict[str, Any]] = []
     carry: Tensor | None = None  # (B, ...) each row's sampler memory from its previous step
     has_carry = torch.zeros(B, dtype=torch.bool, device=x.device)
@@ -192,7 +194,9 @@ def generate(
                 # 4. commit, then optional remasking (never given positions, never the last step)
                 xw = torch.where(commit, result.tokens, state.x)
                 if result.remask is not None and steps_left > 1:
-                    xw = xw.masked_fill(result.remask & ~state.fixed & in_block[win], mask_id)
+                    again = result.remask & ~state.fixed & in_block[win] & (xw != mask_id)
+                    remasked[rows] += again.sum(-1)
+                    xw = xw.masked_fill(again, mask_id)
                 xr = x[rows]
                 xr[:, win] = xw
                 if eos_id is not None:  # a row that has ended stops growing: fill its later masks with EOS
@@ -200,6 +204,10 @@ def generate(
                     xr = torch.where(ended & (xr == mask_id) & ~fixed[rows], eos_id, xr)
                 x[rows] = xr
                 nsteps[rows] += 1
+                if "steered" in result.info:
+                    if steered is None:
+                        steered = torch.zeros(B, dtype=torch.long, device=x.device)
+                    steered[rows] += torch.tensor(result.info["steered"], dtype=torch.long, device=x.device)
                 if result.carry is not None:
                     if carry is None:
                         carry = result.carry.new_zeros((B, *result.carry.shape[1:]))
@@ -244,4 +252,6 @@ def generate(
         steps=nsteps,
         seconds=time.perf_counter() - start,
         trace=records,
+        remasked=remasked,
+        steered=steered,
     )

@@ -74,6 +74,11 @@ class GenerationOutput:
         steps: (B,) long, decoding steps each row took (adaptive samplers may finish early).
         seconds: wall-clock time of the whole call.
         trace: per-step records (dicts) when tracing was requested in memory, else empty.
+        remasked: (B,) long, committed positions each row masked again (remasking samplers;
+            zeros for the others).
+        steered: (B,) long, steps on which the sampler reported ``info["steered"]`` true for
+            the row (BoE: steps that ran the surrogate and the backward); None when the
+            sampler does not report it.
     """
 
     sequences: Tensor
@@ -82,6 +87,8 @@ class GenerationOutput:
     steps: Tensor
     seconds: float
     trace: list[dict[str, Any]] = field(default_factory=list)
+    remasked: Tensor | None = None
+    steered: Tensor | None = None
 
     @property
     def fwd_equiv(self) -> Tensor:

@@ -41,12 +41,15 @@ def test_bench_writes_cells_and_resumes(tmp_path, puzzle_file, tiny_sudoku_model
         "forwards",
         "backwards",
         "fwd_equiv",
+        "remasked",
+        "steered_frac",
         "wall_s",
         "file_sha256",
         "grouping",
         "limit",
     }
     assert all(set(r) == keys for r in recs)
+    assert all(r["remasked"] == 0 and r["steered_frac"] is None for r in recs)  # neither remasks nor steers
     assert {r["source"] for r in recs} == {"a", "b"} and {r["n"] for r in recs} == {1, 2}
     assert (out / "report.md").read_text().startswith("# Sudoku benchmark")
     assert (out / "pareto.png").stat().st_size > 1000
@@ -107,7 +110,9 @@ def test_pooled_table_sums_the_bands():
     ]
     (row,) = pooled_table(recs).splitlines()[2:]
     lo, hi = wilson(8, 40)
-    assert row == f"| confidence | 81 | 8/40 | 20.0% | {100 * lo:.1f}-{100 * hi:.1f} | 17.5 | 0.200 |"
+    assert row == f"| confidence | 81 | 8/40 | 20.0% | {100 * lo:.1f}-{100 * hi:.1f} | 17.5 | 0.200 | - | - |"  # older records: no counts
+    recs = [{**recs[0], "remasked": 1.0, "steered_frac": 0.5}, {**recs[1], "remasked": 3.0, "steered_frac": 0.1}]
+    assert pooled_table(recs).splitlines()[2].endswith("| 2.50 | 20.0% |")  # weighted by puzzles
 
 
 def test_frontier_and_match_cost_tables():
@@ -204,3 +209,14 @@ def test_pooling_never_counts_a_puzzle_twice():
     with pytest.raises(ValueError, match="count once"):
         pooled_table([*bands, bands[0]])  # the same band twice
     assert "10/20" in pooled_table(bands)
+
+
+def test_bench_records_steered_steps_and_remasked_cells(tmp_path, puzzle_file, tiny_sudoku_model):
+    recs = run_sudoku_bench(
+        puzzle_file, ["boe", "boe:ambiguity=0", "boe:repair=0.9"], [20], tmp_path, model=tiny_sudoku_model, progress=False, by_source=False
+    )
+    by = {r["options"]["ambiguity"] if r["options"]["repair"] == 0 else "repair": r for r in recs}
+    assert 0.5 < by[1.0]["steered_frac"] <= 1 and by[0]["steered_frac"] == 0 and by[1.0]["remasked"] == 0
+    assert by["repair"]["remasked"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "re-masked/puzzle | steered steps" in report and "| 0.0% |" in report

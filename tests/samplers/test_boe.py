@@ -222,10 +222,32 @@ def test_adaptive_steering_steers_only_ambiguous_steps(point, tiny_sudoku_model,
     some = generate(tiny_sudoku_model, sudoku_ids, sampler=f"boe:point={point},ambiguity=0.001", steps=27, trace=True)
     steered = [r["steered"] for r in some.trace]
     assert 0 < sum(steered) < sum(r["steered"] for r in always.trace)
+    # the output counts each row's steered steps, as the trace records them
+    per_row = [sum(r["steered"] for r in some.trace if r["row"] == b) for b in range(sudoku_ids.shape[0])]
+    assert some.steered.tolist() == per_row and never.steered.sum() == 0 and conf.steered is None
     for rec in some.trace:  # a steered step had a near tie at the budget's edge; the others did not
         assert rec["steered"] == (not rec["fallback"])
     if point == "soft":  # skipped steps cost no surrogate forward and no backward
         assert some.backwards.sum() < always.backwards.sum() and some.forwards.sum() < always.forwards.sum()
+
+
+def test_steer_below_steers_only_where_the_budget_forces_an_unsure_commit(tiny_sudoku_model, sudoku_ids):
+    never = generate(tiny_sudoku_model, sudoku_ids, sampler="boe:steer_below=0", steps=27)
+    conf = generate(tiny_sudoku_model, sudoku_ids, sampler="confidence", steps=27)
+    assert torch.equal(never.sequences, conf.sequences) and int(never.backwards.sum()) == 0
+    always = generate(tiny_sudoku_model, sudoku_ids, sampler="boe", steps=27)
+    assert torch.equal(generate(tiny_sudoku_model, sudoku_ids, sampler="boe:steer_below=1.0", steps=27).sequences, always.sequences)
+    traced = generate(tiny_sudoku_model, sudoku_ids, sampler="confidence", steps=27, trace=True).trace
+    confs = sorted(c for r in traced for c in r["confidence"])
+    thr = confs[len(confs) // 2]  # the median committed confidence: some steps fall on each side
+    some = generate(tiny_sudoku_model, sudoku_ids, sampler=f"boe:steer_below={thr}", steps=27, trace=True)
+    assert 0 < int(some.steered.sum()) < int(always.steered.sum())
+    for rec in some.trace:
+        kth = sorted(rec["cand_confidence"], reverse=True)[rec["budget"] - 1]  # the b-th most confident masked cell
+        if rec["probes"] > 0:  # not the endgame: steered exactly when the budget reaches below the threshold
+            assert rec["steered"] == (kth < thr)
+    with pytest.raises(ValueError, match="steer_below must be in"):
+        get_sampler("boe:steer_below=1.5")
 
 
 def test_consistency_puts_candidates_the_surrogate_contradicts_last(tiny_sudoku_model, sudoku_ids):

@@ -91,6 +91,13 @@ def test_contradicted_picks_the_least_probable_contradicted_committed_token():
     two = contradicted(logits, x, committed, threshold=0.6, per_row=2)
     assert two.tolist() == [[True, False, True, False]]  # position 3 agrees with the argmax
     assert not contradicted(logits, x, committed, threshold=0.0).any()
+    # raw logits: a mask logit that would be the argmax everywhere is ignored when named, and
+    # the caller's logits are left as they were
+    raw = logits.clone()
+    raw[0, :, 2] = 9.0
+    assert contradicted(raw, x, committed, threshold=0.6, per_row=2, mask_id=2).tolist() == two.tolist()
+    assert (raw[0, :, 2] == 9.0).all()
+    assert contradicted(raw, x, committed, threshold=0.6, per_row=3).tolist() == [[True, False, True, True]]  # unnamed: counted
 
 
 def test_remdm_confidence_schedule_remasks_what_the_forward_contradicts():
@@ -117,6 +124,18 @@ def test_remdm_confidence_schedule_remasks_what_the_forward_contradicts():
     assert get_sampler("remdm:schedule=confidence,t_off=0.25").step(model, late).remask is None
     out = generate(model, x, sampler="remdm:schedule=confidence,threshold=0.5,t_off=0.0", steps=8)
     assert not (out.sequences == 3).any() and out.sequences[0, 0] == 1
+    # a model that changes its mind (token 2 on its first two calls, then token 0): the output
+    # counts the committed cells that went back to the mask (never the last step's)
+    calls = []
+
+    def fickle(logits):
+        logits[..., 2 if len(calls) < 2 else 0] = 3.0
+        calls.append(1)
+
+    out = generate(StubDenoiser(V, fickle), x, sampler="remdm:schedule=confidence,threshold=0.5,t_off=0.0", steps=8, trace=True)
+    assert int(out.remasked[0]) == sum(len(r["remasked"]) for r in out.trace[:-1]) > 0
+    calls.clear()
+    assert int(generate(StubDenoiser(V, fickle), x, sampler="confidence", steps=8).remasked[0]) == 0
     with pytest.raises(ValueError, match="schedule must be one of"):
         get_sampler("remdm:schedule=sometimes")
 
@@ -147,7 +166,7 @@ def test_boe_repair_remasks_committed_cells_the_surrogate_contradicts(tiny_sudok
     assert (res.remask <= ((x != tiny_sudoku_model.mask_id) & ~fixed)).all()
     assert get_sampler("boe").step(tiny_sudoku_model, st).remask is None
     out = generate(tiny_sudoku_model, sudoku_ids, sampler="boe:repair=0.5", steps=30)
-    assert not (out.sequences == tiny_sudoku_model.mask_id).any()
+    assert not (out.sequences == tiny_sudoku_model.mask_id).any() and out.remasked.sum() > 0
     assert torch.equal(out.sequences[given], sudoku_ids[given])
     with pytest.raises(ValueError, match="repair needs the surrogate"):
         get_sampler("boe:repair=0.5,point=mask")

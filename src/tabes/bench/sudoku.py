@@ -4,10 +4,12 @@ A *cell* is (source band x sampler spec x steps). Each finished cell appends one
 to ``DIR/results.jsonl`` with the keys
 
     sampler, options, steps, source, n, solved, accuracy, ci_low, ci_high,
-    forwards, backwards, fwd_equiv, wall_s, file_sha256, grouping, limit
+    forwards, backwards, fwd_equiv, remasked, steered_frac, wall_s, file_sha256, grouping, limit
 
 where ``forwards``/``backwards``/``fwd_equiv`` are means per puzzle (a backward counts as two
-forwards), ``ci_*`` is the 95% Wilson interval of the accuracy and ``wall_s`` is the cell's
+forwards), ``remasked`` is the mean number of committed cells masked again per puzzle,
+``steered_frac`` the share of decoding steps that BoE steered (null for samplers that do not
+steer), ``ci_*`` is the 95% Wilson interval of the accuracy and ``wall_s`` is the cell's
 total wall-clock. A killed run resumes: finished cells are read back and skipped, and a
 partial last line is cut off before appending. ``DIR/report.md`` and, with the ``plot``
 extra, ``DIR/pareto.png`` are rewritten at the end (atomically).
@@ -191,6 +193,7 @@ def run_sudoku_bench(
             lo, hi = wilson(solved, n)
             fw = sum(x.forwards for x in res) / n
             bw = sum(x.backwards for x in res) / n
+            steered = None if any(x.steered is None for x in res) else sum(x.steered for x in res) / max(sum(x.steps for x in res), 1)
             rec = {
                 "sampler": name,
                 "options": opts,
@@ -204,6 +207,8 @@ def run_sudoku_bench(
                 "forwards": round(fw, 2),
                 "backwards": round(bw, 2),
                 "fwd_equiv": round(fw + 2 * bw, 2),
+                "remasked": round(sum(x.remasked for x in res) / n, 3),
+                "steered_frac": None if steered is None else round(steered, 4),
                 "wall_s": round(wall, 2),
                 **identity,
             }
@@ -319,16 +324,35 @@ def pooled_table(records: list[dict]) -> str:
     """Markdown: one row per (sampler, steps), all source bands pooled (weighted by puzzles)."""
     n_bands = len({r["source"] for r in records})
     lines = [
-        "| sampler | steps | solved | accuracy | 95% CI | fwd-equiv/puzzle | wall s/puzzle |",
-        "|---|---|---|---|---|---|---|",
+        "| sampler | steps | solved | accuracy | 95% CI | fwd-equiv/puzzle | wall s/puzzle | re-masked/puzzle | steered steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    extra = _pool_extras(records)
     for (label, steps), (wall, fe, acc, solved, n, bands) in sorted(_pool(records).items()):
         lo, hi = wilson(solved, n)
         note = f" ({bands} bands)" if bands != n_bands else ""
+        remasked, steered = extra[label, steps]
         lines.append(
-            f"| {label}{note} | {steps} | {solved}/{n} | {100 * acc:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fe:.1f} | {wall:.3f} |"
+            f"| {label}{note} | {steps} | {solved}/{n} | {100 * acc:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fe:.1f} | {wall:.3f} | "
+            f"{remasked} | {steered} |"
         )
     return "\n".join(lines)
+
+
+def _pool_extras(records: list[dict]) -> dict[tuple[str, int], tuple[str, str]]:
+    """(label, steps) -> (re-masked cells per puzzle, share of steered steps), pooled over bands
+    (weighted by puzzles) as table text; ``-`` where a cell did not record it (older records,
+    or a sampler that does not steer)."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[spec_label(r), r["steps"]].append(r)
+    out = {}
+    for key, rows in groups.items():
+        n = sum(r["n"] for r in rows)
+        rem = "-" if any(r.get("remasked") is None for r in rows) else f"{sum(r['remasked'] * r['n'] for r in rows) / n:.2f}"
+        st = "-" if any(r.get("steered_frac") is None for r in rows) else f"{100 * sum(r['steered_frac'] * r['n'] for r in rows) / n:.1f}%"
+        out[key] = (rem, st)
+    return out
 
 
 def _points(records: list[dict]) -> dict[str, tuple[float, float, float, int, int]]:

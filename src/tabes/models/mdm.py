@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tabes.cache import LayerKV
-from tabes.ops.aqa import AQA_MODES, _gather_cols, _gather_rows, active_index, attention, attention_to_keys
+from tabes.ops.aqa import AQA_MODES, active_index, attention, attention_to_keys, gather_cols, gather_rows
 from tabes.ops.rows import linear_rows, mlp_rows
 
 MODEL_TYPE = "tabes-mdm"
@@ -274,8 +274,8 @@ class MDM(nn.Module):
             if bias is None:
                 pair = torch.cat([ctx_mask.expand(B, 1, A, L), own_mask.expand(B, 1, A, A)], dim=-1)
             else:
-                b = _gather_rows(bias, rows).expand(-1, -1, -1, L)  # (B, H', A, L)
-                own = _gather_cols(b, rows)  # (B, H', A, A)
+                b = gather_rows(bias, rows).expand(-1, -1, -1, L)  # (B, H', A, L)
+                own = gather_cols(b, rows)  # (B, H', A, A)
                 pair = torch.cat([b + ctx_mask, own + own_mask], dim=-1)  # (B, H', A, L + A)
             xa = blk(xa, pair, None, "exact", context=(k, v))
         logits_a = self.head(self.ln_f(xa))  # (B, A, V)

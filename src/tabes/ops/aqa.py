@@ -111,7 +111,7 @@ def active_index(active: Tensor) -> tuple[Tensor, Tensor]:
     return order.masked_fill(~valid, 0), valid
 
 
-def _gather_rows(t: Tensor, idx: Tensor) -> Tensor:
+def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
     """t (B', H', L, X) with B', H' possibly 1 (broadcast), idx (B, A) -> (B, H', A, X)."""
     B, A = idx.shape
     t = t.expand(B, *t.shape[1:])
@@ -120,7 +120,7 @@ def _gather_rows(t: Tensor, idx: Tensor) -> Tensor:
     return t.gather(2, idx[:, None, :, None].expand(B, t.shape[1], A, t.shape[-1]))
 
 
-def _gather_cols(t: Tensor, idx: Tensor) -> Tensor:
+def gather_cols(t: Tensor, idx: Tensor) -> Tensor:
     """t (B', H', X, L) with B', H' possibly 1, idx (B, G) -> (B, H', X, G)."""
     B, G = idx.shape
     t = t.expand(B, *t.shape[1:])
@@ -321,10 +321,10 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     # scatter cost more than they save, and the same values come from masking the rows.
     gathered = 2 * idx.shape[1] <= L
     if gathered:
-        do_a = _gather_rows(d_out, idx) * _per_row(valid, q.dtype)  # (B, H, A, Dh), zero on padding
-        q_a, o_a = _gather_rows(q, idx), _gather_rows(out, idx)
-        lse_a = None if lse is None else _gather_rows(lse, idx)
-        bias_a = None if bias is None else _gather_rows(bias, idx)
+        do_a = gather_rows(d_out, idx) * _per_row(valid, q.dtype)  # (B, H, A, Dh), zero on padding
+        q_a, o_a = gather_rows(q, idx), gather_rows(out, idx)
+        lse_a = None if lse is None else gather_rows(lse, idx)
+        bias_a = None if bias is None else gather_rows(bias, idx)
     else:
         do_a = d_out * _per_row(active, q.dtype)  # (B, H, L, Dh), zero on inactive rows
         q_a, o_a, lse_a, bias_a = q, out, lse, bias
@@ -344,7 +344,7 @@ def _backward_active_rows(q, k, v, out, lse, p_kept, bias, active, d_out, need, 
     dq_a = torch.empty_like(q_a) if need_q else None
     dk = torch.zeros_like(k) if need_k else None
     ds_all = q.new_empty(B, H, A, L) if need_bias else None
-    p_a = None if p_kept is None else _gather_rows(p_kept, idx) if gathered else p_kept  # (B, H, A, L)
+    p_a = None if p_kept is None else gather_rows(p_kept, idx) if gathered else p_kept  # (B, H, A, L)
     for s in range(0, A, step):
         sl = slice(s, s + step)
         p = p_a[:, :, sl] if p_a is not None else _probs(q_a[:, :, sl], k, _bias_rows(bias_a, sl), lse_a[:, :, sl])  # (B, H, a, L)
@@ -373,10 +373,10 @@ def _backward_fused_rows(fused, q, k, v, out, lse, bias, active, d_out):
     L = q.shape[2]
     idx, valid = active_index(active)  # (B, A)
     rows = _per_row(valid, q.dtype)
-    lse_a = _gather_rows(lse[..., None], idx)[..., 0]
-    bias_a = None if bias is None else _gather_rows(bias, idx).to(q.dtype)
+    lse_a = gather_rows(lse[..., None], idx)[..., 0]
+    bias_a = None if bias is None else gather_rows(bias, idx).to(q.dtype)
     dq_a, dk, dv = fused(
-        _gather_rows(d_out, idx) * rows, _gather_rows(q, idx), k, v, _gather_rows(out, idx), lse_a, 0.0, False, attn_mask=bias_a
+        gather_rows(d_out, idx) * rows, gather_rows(q, idx), k, v, gather_rows(out, idx), lse_a, 0.0, False, attn_mask=bias_a
     )
     return _scatter_rows(dq_a * rows, idx, L), dk, dv
 
@@ -394,19 +394,19 @@ def _backward_few_rows(q, k, v, out, lse, p_kept, bias, active, grad_rows, d_out
     g_col = g_valid[:, None, None, :].to(q.dtype)  # (B, 1, 1, G)
     # query rows: R = active and needing a gradient
     r_idx, r_valid = active_index(active & grad_rows)  # (B, R)
-    do_r = _gather_rows(d_out, r_idx) * _per_row(r_valid, q.dtype)  # (B, H, R, Dh)
+    do_r = gather_rows(d_out, r_idx) * _per_row(r_valid, q.dtype)  # (B, H, R, Dh)
     if p_kept is not None:
-        p_r = _gather_rows(p_kept, r_idx)
+        p_r = gather_rows(p_kept, r_idx)
     else:
-        p_r = _probs(_gather_rows(q, r_idx), k, None if bias is None else _gather_rows(bias, r_idx), _gather_rows(lse, r_idx))
-    ds_r = (do_r @ v.transpose(-1, -2)).sub_((do_r * _gather_rows(out, r_idx)).sum(-1, keepdim=True)).mul_(p_r)
+        p_r = _probs(gather_rows(q, r_idx), k, None if bias is None else gather_rows(bias, r_idx), gather_rows(lse, r_idx))
+    ds_r = (do_r @ v.transpose(-1, -2)).sub_((do_r * gather_rows(out, r_idx)).sum(-1, keepdim=True)).mul_(p_r)
     dq = _scatter_rows((ds_r @ k) * scale, r_idx, L)
     # key/value columns G, every query row
-    k_g, v_g = _gather_rows(k, g_idx), _gather_rows(v, g_idx)  # (B, H, G, Dh)
+    k_g, v_g = gather_rows(k, g_idx), gather_rows(v, g_idx)  # (B, H, G, Dh)
     if p_kept is not None:
-        p_g = _gather_cols(p_kept, g_idx) * g_col  # (B, H, L, G)
+        p_g = gather_cols(p_kept, g_idx) * g_col  # (B, H, L, G)
     else:
-        p_g = _probs(q, k_g, None if bias is None else _gather_cols(bias, g_idx), lse) * g_col
+        p_g = _probs(q, k_g, None if bias is None else gather_cols(bias, g_idx), lse) * g_col
     dv = _scatter_rows(p_g.transpose(-1, -2) @ d_out, g_idx, L)
     d_all = (d_out * out).sum(-1, keepdim=True)  # (B, H, L, 1)
     ds_g = (d_out @ v_g.transpose(-1, -2)).sub_(d_all).mul_(p_g) * _per_row(active, q.dtype)  # dS[:, G], active rows

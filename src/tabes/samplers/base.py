@@ -133,19 +133,23 @@ def uniform(n: int, generator: torch.Generator | None, device: torch.device, dty
     return torch.rand(n, generator=generator, dtype=dtype, device=src).to(device)
 
 
-def contradicted(logits: Tensor, x: Tensor, committed: Tensor, threshold: float, per_row: int = 1) -> Tensor:
+def contradicted(logits: Tensor, x: Tensor, committed: Tensor, threshold: float, per_row: int = 1, *, mask_id: int | None = None) -> Tensor:
     """Committed tokens that a forward contradicts: (B, L) bool.
 
     A committed position i is contradicted when the forward's probability of its own token,
     p_i(x_i), is below ``threshold`` and another token is the forward's argmax; each row
-    returns at most ``per_row`` of them, the least probable first. The mask token (the
-    forward's -inf logit) never counts.
+    returns at most ``per_row`` of them, the least probable first. The mask token never
+    counts: give its id as ``mask_id`` when the logits are raw (it is then set to -inf here,
+    on a float copy), or pass logits whose mask logit is already -inf.
 
-    Shapes: logits (B, L, V) with the mask logit at -inf, x (B, L) long, committed (B, L) bool.
+    Shapes: logits (B, L, V), x (B, L) long, committed (B, L) bool.
     """
     if threshold <= 0 or not committed.any():
         return torch.zeros_like(committed)
     lf = logits.float()
+    if mask_id is not None:
+        lf = lf.clone() if lf is logits else lf  # never write into the caller's logits
+        lf[..., mask_id] = float("-inf")
     own = lf.gather(-1, x.clamp_max(lf.shape[-1] - 1)[..., None]).squeeze(-1) - torch.logsumexp(lf, dim=-1)  # (B, L) log p(x_i)
     bad = committed & (own < math.log(threshold)) & (lf.argmax(-1) != x)
     return top_k_mask(-own, bad, bad.sum(-1).clamp_max(per_row))

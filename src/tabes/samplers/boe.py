@@ -22,7 +22,7 @@ or ``"dense"`` (no AQA; the -AQA ablation).
 Endgame: a row with no probes left (every masked position is a candidate) has nothing to steer
 by, so it falls back to confidence order for that step and skips steps 3-5 (no surrogate
 forward, no backward). The trace marks such rows with ``"fallback": true`` (so are the rows
-that adaptive steering, ``ambiguity < 1``, leaves to confidence order); ``"steered"`` is its opposite.
+that adaptive steering, ``ambiguity`` or ``steer_below`` below 1, leaves to confidence order); ``"steered"`` is its opposite.
 
 Gradients are enabled only inside step 3-4, and only the injected embeddings are inputs of
 ``torch.autograd.grad``: nothing accumulates on model parameters.
@@ -77,6 +77,12 @@ class BoEConfig:
             confidence and skip the surrogate forward and the backward. 1.0 (the default)
             steers every step. With point="mask" the step's forward already ran with
             gradients, so only a batch in which no row is ambiguous skips the backward.
+        steer_below: adaptive steering by confidence. A row is steered only when its b-th
+            most confident masked position has confidence below this value: the budget forces
+            a commit the model is unsure of. Otherwise the b most confident positions are
+            committed (they are all at least this sure) and the surrogate forward and the
+            backward are skipped. 1.0 (the default) steers every step. Combines with
+            ``ambiguity`` (both must hold); with point="mask" the same caveat applies.
         consistency: for parallel decoding (budgets above 1): the surrogate forward predicts
             every candidate with the other candidates injected; candidates whose argmax there
             differs from the step's proposal go last (committed only if the budget needs
@@ -99,6 +105,7 @@ class BoEConfig:
     use_tis: bool = True
     point: str = "soft"
     ambiguity: float = 1.0
+    steer_below: float = 1.0
     consistency: bool = False
     repair: float = 0.0
 
@@ -127,6 +134,8 @@ class BoEConfig:
             raise ValueError("consistency needs the surrogate forward of point='soft', got point='mask'")
         if not 0 <= self.ambiguity <= 1:
             raise ValueError(f"ambiguity must be in [0, 1], got {self.ambiguity}")
+        if not 0 <= self.steer_below <= 1:
+            raise ValueError(f"steer_below must be in [0, 1], got {self.steer_below}")
         if self.point not in POINTS:
             raise ValueError(f"point must be one of {POINTS}, got {self.point!r}")
         if self.point == "mask" and self.active == "candidates":
@@ -148,6 +157,12 @@ def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
     span = hi - lo
     out = torch.where(span > 0, (tis - lo) / span.clamp_min(1e-30), torch.ones_like(tis))
     return out.where(cand, 0.0)
+
+
+def _kth_confidence(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
+    """(B,) confidence of each row's b-th most confident maskable position (b = budget)."""
+    top = conf.masked_fill(~maskable, -1.0).sort(-1, descending=True).values  # (B, L)
+    return top.gather(1, (budget - 1).clamp_min(0)[:, None]).squeeze(1)
 
 
 def _confidence_gap(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
@@ -324,6 +339,8 @@ class BoESampler:
         conf, ent = pred.confidence, pred.entropy
         if cfg.ambiguity < 1:  # adaptive steering: only where confidence order is ambiguous
             steer = steer & (_confidence_gap(conf, state.maskable, state.budget) < cfg.ambiguity)
+        if cfg.steer_below < 1:  # adaptive steering: only where the budget forces an unsure commit
+            steer = steer & (_kth_confidence(conf, state.maskable, state.budget) < cfg.steer_below)
         # 2. prefilter: top-r by confidence (never fewer than the budget)
         cand = top_k_mask(conf, state.maskable, n_cand)
         probes = state.maskable & ~cand
@@ -365,10 +382,8 @@ class BoESampler:
             if cfg.consistency:  # the surrogate's own proposals (each candidate predicted with the others injected)
                 inconsistent[rows] = cand[rows] & (out[2] != pred.tokens[rows])
             if cfg.repair > 0:  # committed cells the surrogate contradicts go back to the mask
-                surrogate = out[-1].clone()
-                surrogate[..., model.mask_id] = float("-inf")
                 committed = (state.x[rows] != model.mask_id) & ~state.fixed[rows]
-                remask[rows] = contradicted(surrogate, state.x[rows], committed, cfg.repair)
+                remask[rows] = contradicted(out[-1], state.x[rows], committed, cfg.repair, mask_id=model.mask_id)
         # 6. score: confidence-gated normalised TIS minus the anti-collapse penalty
         h_t = cfg.h_max * state.t
         penalty = (h_t - ent).clamp_min(0) ** 2

@@ -452,7 +452,9 @@ def random_symmetry(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.G
 @dataclass
 class Solved:
     """One decoded puzzle: the grid, whether it is valid (complete, no clash, keeps the givens),
-    whether it equals the known solution (None when unknown), and its compute."""
+    whether it equals the known solution (None when unknown), and its compute: passes, steps,
+    cells masked again (remasking samplers) and steered steps (None when the sampler does not
+    report steering)."""
 
     grid: list[int]
     valid: bool
@@ -460,6 +462,9 @@ class Solved:
     forwards: int
     backwards: int
     seconds: float
+    steps: int = 0
+    remasked: int = 0
+    steered: int | None = None
 
 
 def decode_puzzles(
@@ -521,7 +526,17 @@ def decode_puzzles(
             grid = from_ids(out.sequences[j].tolist())
             sol = solutions[lo + j] if solutions is not None else None
             results.append(
-                Solved(grid, verify(grid, p), None if sol is None else grid == sol, int(out.forwards[j]), int(out.backwards[j]), per)
+                Solved(
+                    grid,
+                    verify(grid, p),
+                    None if sol is None else grid == sol,
+                    int(out.forwards[j]),
+                    int(out.backwards[j]),
+                    per,
+                    steps=int(out.steps[j]),
+                    remasked=0 if out.remasked is None else int(out.remasked[j]),
+                    steered=None if out.steered is None else int(out.steered[j]),
+                )
             )
         if progress is not None and done[0] < len(chunk):
             progress(len(chunk) - done[0])  # adaptive samplers may finish in fewer steps
