@@ -159,18 +159,18 @@ def _normalise(tis: Tensor, cand: Tensor, how: str) -> Tensor:
     return out.where(cand, 0.0)
 
 
-def _kth_confidence(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
-    """(B,) confidence of each row's b-th most confident maskable position (b = budget)."""
-    top = conf.masked_fill(~maskable, -1.0).sort(-1, descending=True).values  # (B, L)
-    return top.gather(1, (budget - 1).clamp_min(0)[:, None]).squeeze(1)
-
-
-def _confidence_gap(conf: Tensor, maskable: Tensor, budget: Tensor) -> Tensor:
-    """(B,) gap between each row's b-th and (b+1)-th most confident maskable positions (1 when
-    nothing follows the b-th: confidence order is then not ambiguous)."""
+def _budget_edge(conf: Tensor, maskable: Tensor, budget: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) confidences of each row's b-th and (b+1)-th most confident maskable positions
+    (b = budget); the (b+1)-th is -1 when no maskable position follows the b-th."""
     top = conf.masked_fill(~maskable, -1.0).sort(-1, descending=True).values  # (B, L)
     kth = top.gather(1, (budget - 1).clamp_min(0)[:, None]).squeeze(1)
     nxt = top.gather(1, budget.clamp_max(top.shape[1] - 1)[:, None]).squeeze(1)
+    return kth, nxt
+
+
+def _confidence_gap(kth: Tensor, nxt: Tensor) -> Tensor:
+    """(B,) gap between the b-th and (b+1)-th confidences (1 when nothing follows the b-th:
+    confidence order is then not ambiguous)."""
     return torch.where(nxt >= 0, kth - nxt, torch.ones_like(kth))
 
 
@@ -337,10 +337,12 @@ class BoESampler:
         else:
             pred = state.predict(model)
         conf, ent = pred.confidence, pred.entropy
-        if cfg.ambiguity < 1:  # adaptive steering: only where confidence order is ambiguous
-            steer = steer & (_confidence_gap(conf, state.maskable, state.budget) < cfg.ambiguity)
-        if cfg.steer_below < 1:  # adaptive steering: only where the budget forces an unsure commit
-            steer = steer & (_kth_confidence(conf, state.maskable, state.budget) < cfg.steer_below)
+        if cfg.ambiguity < 1 or cfg.steer_below < 1:  # adaptive steering (see BoEConfig)
+            kth, nxt = _budget_edge(conf, state.maskable, state.budget)
+            if cfg.ambiguity < 1:  # only where confidence order is ambiguous
+                steer = steer & (_confidence_gap(kth, nxt) < cfg.ambiguity)
+            if cfg.steer_below < 1:  # only where the budget forces an unsure commit
+                steer = steer & (kth < cfg.steer_below)
         # 2. prefilter: top-r by confidence (never fewer than the budget)
         cand = top_k_mask(conf, state.maskable, n_cand)
         probes = state.maskable & ~cand
