@@ -12,7 +12,7 @@ ONE_FORWARD=confidence,margin,entropy,pc:lam=0,klass,remdm:schedule=confidence,r
 # about three cells per step: every sampler and BoE variant, with the ablations of adaptive
 # steering (ambiguity, steer_below) and the contradiction thresholds of the re-maskers
 run --steps 27 --samplers $ONE_FORWARD,dus,eb,threshold,lookahead,bon:n=4,boe,boe:point=mask,boe:consistency=true,boe:repair=0.1,boe:repair=0.3,remdm:schedule=confidence,threshold=0.3,boe:ambiguity=0.1,boe:steer_below=0.99
-# one cell per step (dus, eb and threshold only at 27: eb and threshold size their own steps)
-run --steps 81 --samplers $ONE_FORWARD,bon:n=4,boe
+# one cell per step (eb and threshold size their own steps below that)
+run --steps 81 --samplers $ONE_FORWARD,dus,eb,threshold,lookahead,bon:n=4,boe
 # the side-by-side timing pass (every configuration above; no cell is decoded again)
 run --steps 27 --samplers confidence --timing "${TIMING:-2}"

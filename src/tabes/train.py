@@ -44,7 +44,8 @@ class TrainConfig:
 
     ``task`` picks the task object (:func:`make_task`). The pool fields (``p_full_grid``,
     ``pool_size``, ``pool_dirs``, ``hard_frac``, ``workers``) and ``eval_file``/``eval_per_band``
-    are Sudoku's; the text task ignores them. ``eval_puzzles`` counts held-out items of either.
+    are Sudoku's; the text task ignores them. ``result_frac`` is the text task's;
+    Sudoku ignores it. ``eval_puzzles`` counts held-out items of either.
     """
 
     out: str  # run folder: checkpoints, logs, generated puzzle pool
@@ -71,6 +72,7 @@ class TrainConfig:
     compile: bool = True  # torch.compile the training forward and loss (falls back to eager if it fails)
     hard_frac: float = 0.5  # fraction of puzzle samples drawn from pool puzzles that singles alone do not solve
     workers: int = 0  # processes generating the pool (0: one per core)
+    result_frac: float = 0.5  # text: fraction of samples that mask every result of the answer (see text_demo)
 
     def __post_init__(self) -> None:
         for name in ("minutes", "max_steps", "batch_size", "lr", "eval_every", "log_every", "pool_size"):
@@ -86,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.hard_frac <= 1:
             raise ValueError(f"hard_frac must be in [0, 1], got {self.hard_frac}")
+        if not 0 <= self.result_frac <= 1:
+            raise ValueError(f"result_frac must be in [0, 1], got {self.result_frac}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -54,6 +55,47 @@ def test_batches_follow_the_decoding_layout(tokenizer):
         assert tail and set(tail) == {tokenizer.eos_token_id} and len(row) - len(prompt) <= td.GEN_MAX
         start = L - (len(row) - len(prompt))  # first generation position
         assert not masked[b, :start].any()
+
+
+def test_chain_tokens_are_results_and_first_operands(tokenizer):
+    p = wp.problems(1, seed=5)[0]
+    answer = " " + p.answer
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    results, chain = td.chain_tokens(answer, enc["offset_mapping"])
+    word = lambda js: "".join(tokenizer.decode([enc["input_ids"][j]]) for j in js)  # noqa: E731
+    equations = re.findall(r"(\d+) [+-] \d+ = (\d+)", p.answer)
+    assert word(chain) == "".join(x + z for x, z in equations) + str(p.result)
+    assert [word([j]) for j in results] == [z[0] for _, z in equations] + [str(p.result)[0]]
+    assert all(len(tokenizer.decode([enc["input_ids"][j]]).strip()) == 1 for j in chain)
+
+
+def test_result_samples_hide_the_chain_from_one_result_on(tokenizer):
+    inputs, targets, masked, t, attention = td.TextBatches(tokenizer, seed=3, result_frac=1.0)(np.random.default_rng(1), 32)
+    L = inputs.shape[1]
+    plain = td.TextBatches(tokenizer, seed=3)(np.random.default_rng(1), 32)[2]
+    assert not torch.equal(masked, plain)
+    cuts, hidden_numbers = set(), 0
+    for b, p in enumerate(wp.TrainStream(3).take(32)):
+        prompt = tokenizer(p.prompt, add_special_tokens=False)["input_ids"]
+        enc = tokenizer(" " + p.answer, add_special_tokens=False, return_offsets_mapping=True)
+        start = L - int(attention[b].sum()) + len(prompt)
+        results, chain = td.chain_tokens(" " + p.answer, enc["offset_mapping"])
+        assert not masked[b, :start].any()  # the question is never scored
+        first = L - int(attention[b].sum())
+        question = inputs[b, first:start]
+        hidden = question == tokenizer.mask_token_id
+        assert all(tokenizer.decode([i]).strip().isdigit() for i in targets[b, first:start][hidden].tolist())  # only its digits
+        hidden_numbers += int(hidden.any())
+        # some result is hidden with every copy of it after it (the cut); the earliest such one
+        cut = next(r for r in results if all(masked[b, start + j] for j in chain if j >= r))
+        cuts.add(results.index(cut))
+        before = [j for j in range(cut) if masked[b, start + j]]
+        assert len(before) <= max(2, 0.5 * cut)  # before the cut, few tokens are masked
+        assert float(t[b]) == pytest.approx(float(masked[b].sum()) / (L - start))
+    assert len(cuts) > 2  # the cut falls on different results
+    assert 0 < hidden_numbers < 32  # some samples hide question numbers, not all
+    with pytest.raises(ValueError, match="result_frac"):
+        td.TextBatches(tokenizer, seed=3, result_frac=1.5)
 
 
 def test_text_training_runs_resumes_and_loads(tmp_path):

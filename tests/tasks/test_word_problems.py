@@ -15,11 +15,18 @@ def test_problems_are_seeded_and_consistent():
         assert p.prompt == f"Question: {p.question}\nAnswer:"
         assert wp.extract_answer(p.answer) == str(p.result) and p.result >= 0
         equations = re.findall(r"(\d+) ([+-]) (\d+) = (\d+)", p.answer)
-        assert 2 <= len(equations) <= 3
+        assert 3 <= len(equations) <= 4
         for x, op, y, z in equations:
-            assert int(x) + (int(y) if op == "+" else -int(y)) == int(z) >= 0
+            assert int(x) + (int(y) if op == "+" else -int(y)) == int(z)
+            assert 10 <= int(x) <= 99 and 10 <= int(z) <= 99 and 2 <= int(y) <= 9
+        assert {op for p in a for _, op, _, _ in re.findall(r"(\d+) ([+-]) (\d+) = (\d+)", p.answer)} == {"+", "-"}
         assert int(equations[0][0]) == int(re.search(r"has (\d+)", p.question).group(1))
         assert equations[-1][3] == str(p.result)
+
+
+def test_make_problem_rejects_bad_change_counts():
+    with pytest.raises(ValueError, match="min_changes"):
+        wp.make_problem(random.Random(0), min_changes=3, max_changes=2)
 
 
 def test_splits_are_fixed_and_disjoint_from_training():

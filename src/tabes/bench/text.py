@@ -18,7 +18,7 @@ from tabes.bench.sudoku import wilson
 from tabes.tasks import word_problems as wp
 from tabes.tasks.text import generate_text
 
-DEFAULT_SAMPLERS = ["random", "confidence", "margin", "entropy", "eb", "threshold", "boe", "boe:consistency=true"]
+DEFAULT_SAMPLERS = ["random", "confidence", "margin", "entropy", "eb", "threshold", "boe", "boe:steer_below=0.99"]
 
 
 def run_text_bench(

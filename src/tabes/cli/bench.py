@@ -38,7 +38,8 @@ def add_parsers(sub) -> None:
     b.add_argument(
         "--samplers",
         type=split_specs,
-        help="sampler specs (default: random, confidence, margin, entropy, eb, threshold, boe, boe:consistency=true)",
+        help="sampler specs (default: random, confidence, margin, entropy, eb, threshold, boe and "
+        "boe:steer_below=0.99, the BoE variant closest to paying for itself in docs/evidence.md)",
     )
     b.add_argument("--steps", type=csv_list(int), default=[64, 16], help="step counts for --gen-length tokens (default 64,16)")
     b.add_argument("--blocks", type=_blocks, default=[None, 16], help="block lengths, 'none' for no blocks (default none,16)")

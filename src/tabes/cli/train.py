@@ -23,6 +23,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16: bfloat16 autocast, float32 weights")
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile the training step")
     p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
+    p.add_argument(
+        "--result-frac",
+        type=fraction,
+        default=0.5,
+        help="text: share of samples that mask every result of the answer (see tabes.tasks.text_demo)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=positive_int, default=500)
     p.add_argument(
@@ -46,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tabes.train import TrainConfig, train
 
     same = ("out", "minutes", "max_steps", "batch_size", "lr", "warmup", "decay_frac", "precision", "hard_frac", "seed")
-    same += ("task", "eval_every", "eval_puzzles", "eval_file", "eval_per_band", "pool_size", "workers", "weighting")
+    same += ("task", "eval_every", "eval_puzzles", "eval_file", "eval_per_band", "pool_size", "workers", "weighting", "result_frac")
     cfg = TrainConfig(
         **{name: getattr(args, name) for name in same},
         compile=not args.no_compile,

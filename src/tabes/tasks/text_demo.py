@@ -13,12 +13,23 @@ files) that :func:`tabes.load` and ``AutoModelForMaskedLM`` load natively.
   ``Question: ...\\nAnswer:``, then a generation region of ``G`` tokens: the answer, then
   ``</s>`` up to the end. ``G`` is drawn per sample between the answer's length + 1 and
   :data:`GEN_MAX`, so the model fills any ``gen_length`` in that range.
-- **Objective**: the trainer's masked cross-entropy with every generation position masked
-  with probability ``t ~ U(0, 1)``; the prompt stays visible.
+- **Objective**: the trainer's masked cross-entropy; the prompt stays visible. A sample masks
+  each generation position with probability ``t ~ U(0, 1)``. A ``result_frac`` share of the
+  samples instead picks one result (of an equation, or the final answer) and hides the chain
+  from it on: every digit of that result and of the results and first operands after it, and
+  each other token after it with probability ``U(0, 1)``; before it each token is masked with
+  probability ``U(0, 0.2)``. Those samples also hide each number of the question with a
+  probability ``U(0, 1)`` drawn per sample (in the input only; the question is never scored).
+  They ask for a result while its equation's operands are visible, no copy of it is, and the
+  question's numbers may not be there: the step a decoder takes when it fills the answer in
+  order, by the only route that works for every equation. With uniform masking alone a result
+  is masked with its operands nearly always, the question is always whole, and the model learns
+  to compute from the question, which only reaches the first equation or two.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,16 +111,20 @@ class MaskedLMLogits(nn.Module):
 class TextBatches:
     """Training batches of word problems, tokenized as :func:`tabes.generate_text` does."""
 
-    def __init__(self, tokenizer, seed: int) -> None:
-        self.tok = tokenizer
+    def __init__(self, tokenizer, seed: int, result_frac: float = 0.0) -> None:
+        if not 0 <= result_frac <= 1:
+            raise ValueError(f"result_frac must be in [0, 1], got {result_frac}")
+        self.tok, self.result_frac = tokenizer, result_frac
         self.stream = wp.TrainStream(seed)
         self.pad, self.mask, self.eos = tokenizer.pad_token_id, tokenizer.mask_token_id, tokenizer.eos_token_id
 
     def __call__(self, rng: np.random.Generator, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """inputs, targets, masked (B, L); t (B,); attention_mask (B, L) bool."""
         probs = self.stream.take(n)
-        prompts = self.tok([p.prompt for p in probs], add_special_tokens=False)["input_ids"]
-        answers = self.tok([" " + p.answer for p in probs], add_special_tokens=False)["input_ids"]
+        penc = self.tok([p.prompt for p in probs], add_special_tokens=False, return_offsets_mapping=True)
+        prompts = penc["input_ids"]
+        enc = self.tok([" " + p.answer for p in probs], add_special_tokens=False, return_offsets_mapping=True)
+        answers = enc["input_ids"]
         rows, gens = [], []
         for pr, an in zip(prompts, answers):
             if len(an) >= GEN_MAX:
@@ -127,11 +142,51 @@ class TextBatches:
             maskable[b, L - g :] = True
         t = torch.from_numpy(rng.uniform(0.0, 1.0, size=n)).float()
         masked = maskable & torch.from_numpy(rng.random((n, L)) < t.numpy()[:, None])
+        hidden = torch.zeros(n, L, dtype=torch.bool)  # question numbers hidden from the input (not scored)
+        for b in np.nonzero(rng.random(n) < self.result_frac)[0].tolist():  # hide the chain from one result on
+            start = L - gens[b]
+            share, first = float(rng.uniform(0.0, 1.0)), L - len(rows[b])
+            for m in re.finditer(r"\d+", probs[b].prompt):
+                if rng.random() < share:
+                    lo, hi = m.span()
+                    hidden[b, [first + j for j, (a, e) in enumerate(penc["offset_mapping"][b]) if e > a and lo <= a and e <= hi]] = True
+            results, chain = chain_tokens(" " + probs[b].answer, enc["offset_mapping"][b])
+            cut = results[int(rng.integers(len(results)))]
+            before, after = float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.0, 1.0))
+            draw = torch.from_numpy(rng.random(L))
+            masked[b] = False
+            masked[b, start : start + cut] = draw[start : start + cut] < before
+            masked[b, start + cut :] = draw[start + cut :] < after
+            masked[b, [start + j for j in chain if j >= cut]] = True
+            t[b] = masked[b].sum() / gens[b]
         none = ~masked.any(1)
         for b in torch.nonzero(none).flatten().tolist():  # at least one masked position per sample
             masked[b, L - gens[b] + int(rng.integers(gens[b]))] = True
-        inputs = targets.masked_fill(masked, self.mask)
+        inputs = targets.masked_fill(masked | hidden, self.mask)
         return inputs, targets, masked, t, attention
+
+
+_EQUATION_RE = re.compile(r"(\d+) [+-] \d+ = (\d+)|#### (\d+)")
+
+
+def chain_tokens(answer: str, offsets: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Token indices in ``answer`` of (the first digit of each result, every digit of the chain).
+
+    A result is the number after an ``=`` or after ``####``; the chain is every result and every
+    equation's first operand (each a copy of the result before it). ``offsets`` are the
+    tokenizer's character spans of ``answer``'s tokens.
+    """
+    results, chain = [], []
+    for m in _EQUATION_RE.finditer(answer):
+        for g in (1, 2, 3):
+            if m.group(g) is None:
+                continue
+            lo, hi = m.span(g)
+            idx = [j for j, (a, b) in enumerate(offsets) if b > a and lo <= a and b <= hi]
+            chain += idx
+            if g != 1:
+                results.append(idx[0])
+    return results, chain
 
 
 def evaluate(model: nn.Module, tokenizer, items: list[wp.Problem], *, gen_length: int = 64, batch_size: int = 64) -> float:
@@ -196,7 +251,7 @@ class TextTraining:
         return MaskedLMLogits(model)
 
     def prepare(self) -> None:
-        self.batches = TextBatches(self.tokenizer, self.cfg.seed)
+        self.batches = TextBatches(self.tokenizer, self.cfg.seed, self.cfg.result_frac)
         self.dev = wp.split("dev")[: self.cfg.eval_puzzles]
 
     def batch(self, rng: np.random.Generator) -> tuple[Tensor, ...]:

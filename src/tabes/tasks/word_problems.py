@@ -1,15 +1,18 @@
 """Multi-step arithmetic word problems in GSM8K's format: the text task of ``text-demo``.
 
-A problem starts a person with a two-digit count of things and applies two or three changes
-(two-digit additions and subtractions, never below zero)::
+A problem starts a person with a two-digit count of things and applies three or four changes,
+each adding or taking away a one-digit number (2 to 9); the count stays two-digit throughout::
 
-    Question: Mia has 47 shells. She finds 25 more. She gives 18 to Leo. How many shells does Mia have now?
-    Answer: 47 + 25 = 72. 72 - 18 = 54.
-    #### 54
+    Question: Mia has 47 shells. She finds 5 more. She gives 8 to Leo. She buys 6 more. How many shells does Mia have now?
+    Answer: 47 + 5 = 52. 52 - 8 = 44. 44 + 6 = 50.
+    #### 50
 
 The reasoning writes one equation per change, and the line ``#### <answer>`` ends it, so the
 harness's usual GSM8K answer extraction and exact match apply unchanged. Order matters: each
 equation's result is the next one's operand, and the final answer repeats the last result.
+Each step is one small sum, but the answer alone is the sum of four or five numbers: a decoder
+that commits the answer (or a later result) before the steps that lead to it must do several
+sums in one forward.
 
 Splits are fixed by seeds: ``dev`` and ``test`` are the first problems of their own seeded
 streams, and the training stream skips every question of both (:func:`held_out_questions`).
@@ -61,17 +64,24 @@ def prompt_text(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
-def make_problem(rng: random.Random, min_changes: int = 2, max_changes: int = 3) -> Problem:
+COUNT_RANGE = (10, 99)  # the count before and after every change
+CHANGE_RANGE = (2, 9)  # the size of one change
+
+
+def make_problem(rng: random.Random, min_changes: int = 3, max_changes: int = 4) -> Problem:
     """A random problem with ``min_changes``..``max_changes`` changes, drawn from ``rng``."""
+    if not 1 <= min_changes <= max_changes:
+        raise ValueError(f"need 1 <= min_changes <= max_changes, got {min_changes} and {max_changes}")
+    lo, hi = COUNT_RANGE
     name, pronoun = rng.choice(_NAMES)
     other = rng.choice([n for n, _ in _NAMES if n != name])
     item = rng.choice(_ITEMS)
-    value = rng.randint(10, 99)
+    value = rng.randint(lo, hi)
     sentences = [f"{name} has {value} {item}."]
     steps = []
     for _ in range(rng.randint(min_changes, max_changes)):
-        n = rng.randint(10, 99)
-        if value >= n and rng.random() < 0.5:
+        n = rng.randint(*CHANGE_RANGE)
+        if value - n >= lo and (value + n > hi or rng.random() < 0.5):
             new, op, template = value - n, "-", rng.choice(_SUB)
         else:
             new, op, template = value + n, "+", rng.choice(_ADD)
