@@ -72,7 +72,7 @@ class TrainConfig:
     compile: bool = True  # torch.compile the training forward and loss (falls back to eager if it fails)
     hard_frac: float = 0.5  # fraction of puzzle samples drawn from pool puzzles that singles alone do not solve
     workers: int = 0  # processes generating the pool (0: one per core)
-    result_frac: float = 0.5  # text: fraction of samples that mask every result of the answer (see text_demo)
+    result_frac: float = 0.8  # text: share of chain samples (one result and every later copy of it hidden; see text_demo)
 
     def __post_init__(self) -> None:
         for name in ("minutes", "max_steps", "batch_size", "lr", "eval_every", "log_every", "pool_size"):

@@ -26,8 +26,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--result-frac",
         type=fraction,
-        default=0.5,
-        help="text: share of samples that mask every result of the answer (see tabes.tasks.text_demo)",
+        default=0.8,
+        help="text: share of chain samples, which hide one result and every later copy of it (see tabes.tasks.text_demo)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=positive_int, default=500)

@@ -148,8 +148,7 @@ class TextBatches:
             share, first = float(rng.uniform(0.0, 1.0)), L - len(rows[b])
             for m in re.finditer(r"\d+", probs[b].prompt):
                 if rng.random() < share:
-                    lo, hi = m.span()
-                    hidden[b, [first + j for j, (a, e) in enumerate(penc["offset_mapping"][b]) if e > a and lo <= a and e <= hi]] = True
+                    hidden[b, [first + j for j in tokens_within(penc["offset_mapping"][b], *m.span())]] = True
             results, chain = chain_tokens(" " + probs[b].answer, enc["offset_mapping"][b])
             cut = results[int(rng.integers(len(results)))]
             before, after = float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.0, 1.0))
@@ -164,6 +163,12 @@ class TextBatches:
             masked[b, L - gens[b] + int(rng.integers(gens[b]))] = True
         inputs = targets.masked_fill(masked | hidden, self.mask)
         return inputs, targets, masked, t, attention
+
+
+def tokens_within(offsets: list[tuple[int, int]], lo: int, hi: int) -> list[int]:
+    """Indices of the tokens whose character span (from the tokenizer's ``offsets``) lies
+    inside ``[lo, hi)`` of the text (empty spans, as of special tokens, never count)."""
+    return [j for j, (a, b) in enumerate(offsets) if b > a and lo <= a and b <= hi]
 
 
 _EQUATION_RE = re.compile(r"(\d+) [+-] \d+ = (\d+)|#### (\d+)")
@@ -181,8 +186,7 @@ def chain_tokens(answer: str, offsets: list[tuple[int, int]]) -> tuple[list[int]
         for g in (1, 2, 3):
             if m.group(g) is None:
                 continue
-            lo, hi = m.span(g)
-            idx = [j for j, (a, b) in enumerate(offsets) if b > a and lo <= a and b <= hi]
+            idx = tokens_within(offsets, *m.span(g))
             chain += idx
             if g != 1:
                 results.append(idx[0])
