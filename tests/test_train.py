@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from tabes.models.mdm import MDM, MDMConfig
@@ -174,3 +175,44 @@ def test_evaluation_scores_each_band_of_an_eval_file(tmp_path):
     rec = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines() if "bands" in x][-1]
     assert rec["band_puzzles"] == {"a": 1, "b": 1} and set(rec["bands"]) == {"a", "b"}
     assert all(0 <= v <= 1 for v in rec["bands"].values())
+
+
+def test_stuck_samples_leave_nothing_for_singles():
+    hard = sudoku.parse_puzzle("800000000003600000070090200050007000000045700000100030001000068008500010090000400")
+    p = np.array([hard] * 16, np.uint8)
+    s = np.array([sudoku.solve(list(hard))] * 16, np.uint8)
+    inputs, targets, masked, t = make_batch(p, s, 0.0, np.random.default_rng(0), closure_frac=1.0)
+    board = np.where(masked.numpy(), 0, targets.numpy() + 1)
+    assert (sudoku.singles_closure(board, board * 0 + targets.numpy() + 1) == board).all()  # no single left to place
+    stuck = int((sudoku.singles_closure(p[:1], s[:1]) == 0).sum())  # blanks singles leave in the puzzle itself
+    assert stuck > 50 and (masked.sum(1) <= stuck).all() and (masked.sum(1) == stuck).any() and (masked.sum(1) < stuck).any()
+    assert torch.allclose(t, masked.float().mean(1))
+    plain = make_batch(p, s, 0.0, np.random.default_rng(0))[2]
+    board = np.where(plain.numpy(), 0, targets.numpy() + 1)
+    assert (sudoku.singles_closure(board, targets.numpy() + 1) != board).any()  # a uniform mask usually leaves singles
+
+
+def test_closure_keeps_uniform_masks_for_puzzles_singles_solve():
+    easy = sudoku.parse_puzzle("530070000600195000098000060800060003400803001700020006060000280000419005000080079")
+    p = np.array([easy] * 8, np.uint8)
+    s = np.array([sudoku.solve(list(easy))] * 8, np.uint8)
+    inputs, targets, masked, t = make_batch(p, s, 0.0, np.random.default_rng(1), closure_frac=1.0)
+    assert masked.any(1).all() and torch.equal(inputs[~masked], targets[~masked])
+    assert (masked.sum(1).numpy() <= (p == 0).sum(1)).all()
+
+
+def test_hard_flags_grade_by_blanks_left():
+    from tabes.train import hard_flags
+
+    p, s = sudoku.generate_puzzles(20, seed=5)
+    left = np.array([sum(v == 0 for v in sudoku.singles_fixpoint(list(map(int, q)))) for q in p])
+    for k in (1, 30, 45):
+        assert (hard_flags(p, s, k) == (left >= k)).all()
+    assert (hard_flags(p, s, 1) == sudoku.needs_search_flags(p)).all()
+
+
+def test_config_rejects_bad_closure_settings(tmp_path):
+    with pytest.raises(ValueError, match="closure_frac must be in \\[0, 1\\], got 1.5"):
+        TrainConfig(out=str(tmp_path), closure_frac=1.5)
+    with pytest.raises(ValueError, match="hard_min_blanks must be in \\[1, 81\\], got 0"):
+        TrainConfig(out=str(tmp_path), hard_min_blanks=0)

@@ -7,9 +7,13 @@ averages over masked cells; ``weighting="1/t"`` is the ELBO weighting of MDLM/LL
 Data are generated, never read from a puzzle file: random complete grids, minimal
 unique-solution puzzles cut from them (``tabes.tasks.sudoku.make_puzzle``; 22-26 givens,
 including hard ones), and random Sudoku symmetries applied to every sample. A sample is
-either a *puzzle* sample (givens stay visible, each other cell is masked with probability t:
-the states a solver meets while decoding) or, with probability ``p_full_grid``, a *grid*
-sample (any cell may be masked: plain generative MDM training).
+either a *puzzle* sample (givens stay visible, each other cell is masked with probability t)
+or, with probability ``p_full_grid``, a *grid*
+sample (any cell may be masked: plain generative MDM training). With probability
+``closure_frac`` a puzzle sample is a *stuck* sample instead: the cells still blank after
+naked and hidden singles have filled everything they can (a uniform mask almost never leaves
+such a state). A share ``hard_frac`` of the samples comes from puzzles where singles leave
+at least ``hard_min_blanks`` blanks, the rest from the whole pool.
 
 The trainer saves ``model.safetensors`` + ``config.json`` (loadable by :func:`tabes.load`) and
 ``train_state.safetensors`` + ``train_state.json`` (optimizer, step, random states), so a run
@@ -70,7 +74,9 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # MDMConfig overrides for a new run
     precision: str = "bf16"  # "bf16": bfloat16 autocast with float32 master weights; "fp32": plain float32
     compile: bool = True  # torch.compile the training forward and loss (falls back to eager if it fails)
-    hard_frac: float = 0.5  # fraction of puzzle samples drawn from pool puzzles that singles alone do not solve
+    hard_frac: float = 0.5  # fraction of puzzle samples drawn from the pool's hard puzzles (see hard_min_blanks)
+    hard_min_blanks: int = 45  # a puzzle is hard when singles leave at least this many blanks (1: singles do not solve it)
+    closure_frac: float = 0.5  # fraction of puzzle samples that are stuck states (see make_batch)
     workers: int = 0  # processes generating the pool (0: one per core)
     result_frac: float = 0.8  # text: share of chain samples (one result and every later copy of it hidden; see text_demo)
 
@@ -88,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.hard_frac <= 1:
             raise ValueError(f"hard_frac must be in [0, 1], got {self.hard_frac}")
+        if not 0 <= self.closure_frac <= 1:
+            raise ValueError(f"closure_frac must be in [0, 1], got {self.closure_frac}")
+        if not 1 <= self.hard_min_blanks <= 81:
+            raise ValueError(f"hard_min_blanks must be in [1, 81], got {self.hard_min_blanks}")
         if not 0 <= self.result_frac <= 1:
             raise ValueError(f"result_frac must be in [0, 1], got {self.result_frac}")
         if self.workers < 0:
@@ -123,6 +133,33 @@ def save_pool(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
         np.savez_compressed(tmp, puzzles=puzzles, solutions=solutions, hard=hard)
 
 
+def _stuck_masks(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 81) bool masks of stuck states: closed under singles, with a random share of the hard cells shown.
+
+    The givens are closed under naked and hidden singles (:func:`tabes.tasks.sudoku.singles_closure`);
+    each cell still blank is then shown with probability r ~ U(0, 0.3) (the hard placements
+    a decoder has already made) and the board is closed again. When that finishes the board,
+    the first stuck state is used. Puzzles that singles solve keep a uniform mask of their blanks.
+    """
+    n = len(puzzles)
+    stuck = sudoku.singles_closure(puzzles, solutions) == 0
+    shown = stuck & (rng.random((n, 81)) < rng.uniform(0.0, 0.3, size=(n, 1)))
+    again = sudoku.singles_closure(np.where(stuck & ~shown, 0, solutions), solutions) == 0
+    out = np.where(again.any(1, keepdims=True), again, stuck)
+    easy = ~out.any(1)
+    out[easy] = (puzzles[easy] == 0) & (rng.random((int(easy.sum()), 81)) < rng.uniform(0, 1, size=(int(easy.sum()), 1)))
+    return out
+
+
+def hard_flags(puzzles: np.ndarray, solutions: np.ndarray, min_blanks: int = 1) -> np.ndarray:
+    """(N,) bool: True where naked and hidden singles leave at least ``min_blanks`` blanks.
+
+    ``min_blanks=1`` is :func:`tabes.tasks.sudoku.needs_search`; the hardest public lists
+    leave a median of 55-59 blanks, generated minimal puzzles that need search about 42.
+    """
+    return (sudoku.singles_closure(puzzles, solutions) == 0).sum(1) >= min_blanks
+
+
 def sample_indices(hard: np.ndarray, n: int, hard_frac: float, rng: np.random.Generator) -> np.ndarray:
     """``n`` pool indices: a Binomial(n, hard_frac) share from the hard puzzles, the rest uniform."""
     hard_idx = np.flatnonzero(hard)
@@ -131,9 +168,14 @@ def sample_indices(hard: np.ndarray, n: int, hard_frac: float, rng: np.random.Ge
 
 
 def make_batch(
-    puzzles: np.ndarray, solutions: np.ndarray, p_full_grid: float, rng: np.random.Generator
+    puzzles: np.ndarray, solutions: np.ndarray, p_full_grid: float, rng: np.random.Generator, closure_frac: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Masked inputs from a batch of (puzzle, solution) pairs.
+
+    With probability ``closure_frac`` a puzzle sample is instead a *stuck* sample
+    (:func:`_stuck_masks`): the cells a decoder that places every easy cell first still has to
+    fill, where its next choice decides the puzzle. A random mask almost never looks like that:
+    on generated puzzles, singles finish every state with t < 0.7.
 
     Returns:
         inputs (B, 81) long ids with masks, targets (B, 81) long ids, masked (B, 81) bool
@@ -145,6 +187,10 @@ def make_batch(
     maskable = p == 0
     maskable[rng.random(n) < p_full_grid] = True
     masked = maskable & (rng.random((n, 81)) < t[:, None])
+    close = (rng.random(n) < closure_frac) & ~maskable.all(1)
+    if close.any():
+        masked[close] = _stuck_masks(p[close], s[close], rng)
+        t[close] = masked[close].mean(1)
     none = ~masked.any(1)  # at least one masked cell per sample
     if none.any():
         pick = np.array([rng.choice(np.flatnonzero(m)) for m in maskable[none]])
@@ -288,7 +334,7 @@ class SudokuTraining:
         pool_dir = self.out / "pool"
         pool_dir.mkdir(exist_ok=True)
         self.dirs = [pool_dir, *map(Path, cfg.pool_dirs)]
-        self.puzzles, self.solutions, self.hard = load_pool(self.dirs)
+        self._set_pool(*load_pool(self.dirs))
         if len(self.puzzles) < cfg.pool_size:
             import os
 
@@ -296,13 +342,18 @@ class SudokuTraining:
             workers = cfg.workers or os.cpu_count() or 1
             p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(self.puzzles), workers=workers, progress=self.progress)
             save_pool(pool_dir / f"gen_{cfg.seed}_{len(self.puzzles)}.npz", p, s)
-            self.puzzles, self.solutions, self.hard = load_pool(self.dirs)
+            self._set_pool(*load_pool(self.dirs))
         self.eval_p, self.eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
         self.bands = eval_bands(cfg.eval_file, cfg.eval_per_band) if cfg.eval_file else {}
 
+    def _set_pool(self, puzzles: np.ndarray, solutions: np.ndarray, needs_search: np.ndarray) -> None:
+        self.puzzles, self.solutions = puzzles, solutions
+        min_blanks = self.cfg.hard_min_blanks
+        self.hard = needs_search if min_blanks == 1 else hard_flags(puzzles, solutions, min_blanks)
+
     def batch(self, rng: np.random.Generator) -> tuple[Tensor, ...]:
         idx = sample_indices(self.hard, self.cfg.batch_size, self.cfg.hard_frac, rng)
-        return make_batch(self.puzzles[idx], self.solutions[idx], self.cfg.p_full_grid, rng)
+        return make_batch(self.puzzles[idx], self.solutions[idx], self.cfg.p_full_grid, rng, self.cfg.closure_frac)
 
     def evaluate(self, model: MDM) -> dict:
         rec = {"eval_solved": evaluate(model, self.eval_p, self.eval_s), "eval_puzzles": len(self.eval_p)}
@@ -311,7 +362,7 @@ class SudokuTraining:
             rec["band_puzzles"] = {name: len(p) for name, (p, _) in self.bands.items()}
         new = load_pool(self.dirs)  # pick up puzzles generated meanwhile
         if len(new[0]) > len(self.puzzles):
-            self.puzzles, self.solutions, self.hard = new
+            self._set_pool(*new)
         return rec
 
 

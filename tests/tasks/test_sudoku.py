@@ -124,3 +124,27 @@ def test_solution_status_and_clash_cells():
     assert sudoku.clash_cells(grid) == []
     grid[0], grid[1] = grid[1], grid[0]  # swap two cells of row 1: both now clash in their columns
     assert {0, 1} <= set(sudoku.clash_cells(grid))
+
+
+def test_singles_closure_matches_the_one_board_reference():
+    p, s = sudoku.generate_puzzles(6, seed=11)
+    hard = sudoku.parse_puzzle("800000000003600000070090200050007000000045700000100030001000068008500010090000400")
+    p = np.concatenate([p, np.array([hard], np.uint8)])
+    s = np.concatenate([s, np.array([sudoku.solve(list(hard))], np.uint8)])
+    rng = np.random.default_rng(0)
+    # puzzles, and states with a random share of the other cells shown
+    shown = (p == 0) & (rng.random(p.shape) < rng.uniform(0, 0.5, (len(p), 1)))
+    boards = np.concatenate([p, np.where(shown, s, p)])
+    sols = np.concatenate([s, s])
+    fast = sudoku.singles_closure(boards, sols)
+    assert fast.shape == boards.shape and fast.dtype == boards.dtype
+    for b, f in zip(boards, fast):
+        assert f.tolist() == sudoku.singles_fixpoint(b.tolist())
+    assert (fast[len(p) - 1] == 0).sum() > 50  # singles barely start on the hard one
+    assert ((fast == 0) | (fast == sols)).all()  # every deduction is the solution's digit
+    assert ((fast[len(p) :] == 0).sum(1) <= (fast[: len(p)] == 0).sum(1)).all()  # showing cells never adds blanks
+
+
+def test_singles_closure_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 81\) and \(2, 81\)"):
+        sudoku.singles_closure(np.zeros((3, 81), np.uint8), np.zeros((2, 81), np.uint8))

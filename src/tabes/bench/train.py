@@ -30,7 +30,7 @@ import torch
 from tabes.models.mdm import MDM, MDMConfig
 from tabes.ops.aqa import kernels
 from tabes.tasks import sudoku
-from tabes.train import TrainConfig, TrainStep, make_batch, make_optimizer, sample_indices
+from tabes.train import TrainConfig, TrainStep, hard_flags, make_batch, make_optimizer, sample_indices
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def run_train_bench(
     window = min(window, steps)
     pool = pool or min(2000, max(64, steps * batch_size // 4))  # generated puzzles the batches draw from
     puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
-    hard = sudoku.needs_search_flags(puzzles)
+    hard = hard_flags(puzzles, solutions, TrainConfig.hard_min_blanks)
     runs = []
     for name in settings:
         s = SETTINGS[name]
@@ -96,7 +96,7 @@ def run_train_bench(
             rng.bit_generator.state = batch_rng_state  # the same masks for every setting
             t0 = time.perf_counter()
             with kernels(dense=s.kernel):
-                losses.append(step(*make_batch(puzzles[idx], solutions[idx], 0.2, rng)))
+                losses.append(step(*make_batch(puzzles[idx], solutions[idx], TrainConfig.p_full_grid, rng, TrainConfig.closure_frac)))
             times.append(time.perf_counter() - t0)
         if bar is not None:
             bar.update(1)

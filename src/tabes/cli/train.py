@@ -24,6 +24,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile the training step")
     p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
     p.add_argument(
+        "--hard-min-blanks",
+        type=positive_int,
+        default=45,
+        help="a puzzle counts as hard when naked and hidden singles leave at least this many blanks (1: singles do not solve it)",
+    )
+    p.add_argument(
+        "--closure-frac",
+        type=fraction,
+        default=0.5,
+        help="share of puzzle samples that are stuck states: what is left after every cell singles deduce is shown",
+    )
+    p.add_argument(
         "--result-frac",
         type=fraction,
         default=0.8,
@@ -53,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     same = ("out", "minutes", "max_steps", "batch_size", "lr", "warmup", "decay_frac", "precision", "hard_frac", "seed")
     same += ("task", "eval_every", "eval_puzzles", "eval_file", "eval_per_band", "pool_size", "workers", "weighting", "result_frac")
+    same += ("hard_min_blanks", "closure_frac")
     cfg = TrainConfig(
         **{name: getattr(args, name) for name in same},
         compile=not args.no_compile,

@@ -381,6 +381,16 @@ def needs_search(cells: list[int]) -> bool:
     A cheap difficulty rating: about half of the generated minimal puzzles need more than
     singles (pairs, fish, chains or guessing); every "hardest" puzzle does.
     """
+    g = singles_fixpoint(cells)
+    return g is None or not all(g)
+
+
+def singles_fixpoint(cells: list[int]) -> list[int] | None:
+    """The grid after placing naked and hidden singles one at a time until none is left.
+
+    Returns None when a blank cell runs out of candidates (the givens contradict each other).
+    The one-board reference for :func:`singles_closure`.
+    """
     g = list(cells)
     while True:
         progress = False
@@ -392,7 +402,7 @@ def needs_search(cells: list[int]) -> bool:
                     if g[j]:
                         m &= ~(1 << (g[j] - 1))
                 if m == 0:
-                    return True  # contradiction: not solvable by singles
+                    return None
                 cand[i] = m
                 if m & (m - 1) == 0:  # naked single
                     g[i] = m.bit_length()
@@ -400,12 +410,53 @@ def needs_search(cells: list[int]) -> bool:
         if not progress:
             progress = _place_hidden_single(g, cand)
         if not progress:
-            return not all(g)
+            return g
 
 
 def needs_search_flags(puzzles: np.ndarray) -> np.ndarray:
     """(N,) bool :func:`needs_search` of each row of an (N, 81) puzzle array (0 = blank)."""
     return np.array([needs_search(list(map(int, p))) for p in puzzles], bool)
+
+
+_PEER_MAT = np.zeros((N_CELLS, N_CELLS), np.float32)
+for _i, _js in enumerate(PEERS):
+    _PEER_MAT[_i, _js] = 1.0
+_UNIT_MAT = np.zeros((len(UNITS), N_CELLS), np.float32)
+for _u, _js in enumerate(UNITS):
+    _UNIT_MAT[_u, _js] = 1.0
+
+
+def singles_closure(boards: np.ndarray, solutions: np.ndarray) -> np.ndarray:
+    """Fill every cell that naked and hidden singles deduce, repeatedly, for a batch of boards.
+
+    ``boards`` (N, 81): digits 1..9 where visible, 0 where blank; every visible digit must
+    agree with ``solutions`` (N, 81). Each round finds all singles of all boards at once and
+    writes the solution's digit there; rounds repeat until none is found. The result is the
+    state a solver that only uses singles gets stuck in (the full solution when singles
+    suffice): the state where the next placement needs real reasoning. Matches the one-board
+    reference :func:`needs_search` (a puzzle needs search iff its closure has a blank).
+    """
+    if boards.shape != solutions.shape or boards.ndim != 2 or boards.shape[1] != N_CELLS:
+        raise ValueError(f"boards and solutions must both be (N, 81), got {boards.shape} and {solutions.shape}")
+    g = boards.astype(np.int64, copy=True)
+    sol = solutions.astype(np.int64)
+    digits = np.eye(10, dtype=np.float32)[:, 1:]  # row 0 (blank) is all zeros
+    active = np.arange(len(g))
+    while len(active):
+        sub = g[active]
+        blank = sub == 0
+        blocked = np.matmul(_PEER_MAT, digits[sub]) > 0  # (n, 81, 9) digit already in a peer
+        cand = ~blocked & blank[:, :, None]
+        naked = cand.sum(-1) == 1
+        alone = np.matmul(_UNIT_MAT, cand.astype(np.float32)) == 1  # (n, 27, 9) digit with one place in a unit
+        hidden = (cand & (np.matmul(_UNIT_MAT.T, alone.astype(np.float32)) > 0)).any(-1)
+        new = naked | hidden
+        found = new.any(1)
+        rows = active[found]
+        fill = new[found]
+        g[rows] = np.where(fill, sol[rows], g[rows])
+        active = rows
+    return g.astype(boards.dtype)
 
 
 def _place_hidden_single(g: list[int], cand: list[int]) -> bool:
