@@ -139,7 +139,8 @@ def _stuck_masks(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Gene
     The givens are closed under naked and hidden singles (:func:`tabes.tasks.sudoku.singles_closure`);
     each cell still blank is then shown with probability r ~ U(0, 0.3) (the hard placements
     a decoder has already made) and the board is closed again. When that finishes the board,
-    the first stuck state is used. Puzzles that singles solve keep a uniform mask of their blanks.
+    the first stuck state is used. Puzzles that singles solve get a uniform mask of their blanks
+    (a fresh rate t ~ U(0, 1)), like a puzzle sample.
     """
     n = len(puzzles)
     stuck = sudoku.singles_closure(puzzles, solutions) == 0
@@ -190,7 +191,7 @@ def make_batch(
     close = (rng.random(n) < closure_frac) & ~maskable.all(1)
     if close.any():
         masked[close] = _stuck_masks(p[close], s[close], rng)
-        t[close] = masked[close].mean(1)
+        t[close] = masked[close].sum(1) / maskable[close].sum(1)  # the share of blanks masked, as for the others
     none = ~masked.any(1)  # at least one masked cell per sample
     if none.any():
         pick = np.array([rng.choice(np.flatnonzero(m)) for m in maskable[none]])
