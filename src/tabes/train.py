@@ -139,17 +139,14 @@ def _stuck_masks(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Gene
     The givens are closed under naked and hidden singles (:func:`tabes.tasks.sudoku.singles_closure`);
     each cell still blank is then shown with probability r ~ U(0, 0.3) (the hard placements
     a decoder has already made) and the board is closed again. When that finishes the board,
-    the first stuck state is used. Puzzles that singles solve get a uniform mask of their blanks
-    (a fresh rate t ~ U(0, 1)), like a puzzle sample.
+    the first stuck state is used. A puzzle that singles solve has no stuck state: its row is
+    all False.
     """
     n = len(puzzles)
     stuck = sudoku.singles_closure(puzzles, solutions) == 0
     shown = stuck & (rng.random((n, 81)) < rng.uniform(0.0, 0.3, size=(n, 1)))
     again = sudoku.singles_closure(np.where(stuck & ~shown, 0, solutions), solutions) == 0
-    out = np.where(again.any(1, keepdims=True), again, stuck)
-    easy = ~out.any(1)
-    out[easy] = (puzzles[easy] == 0) & (rng.random((int(easy.sum()), 81)) < rng.uniform(0, 1, size=(int(easy.sum()), 1)))
-    return out
+    return np.where(again.any(1, keepdims=True), again, stuck)
 
 
 def hard_flags(puzzles: np.ndarray, solutions: np.ndarray, min_blanks: int = 1) -> np.ndarray:
@@ -188,10 +185,12 @@ def make_batch(
     maskable = p == 0
     maskable[rng.random(n) < p_full_grid] = True
     masked = maskable & (rng.random((n, 81)) < t[:, None])
-    close = (rng.random(n) < closure_frac) & ~maskable.all(1)
-    if close.any():
-        masked[close] = _stuck_masks(p[close], s[close], rng)
-        t[close] = masked[close].sum(1) / maskable[close].sum(1)  # the share of blanks masked, as for the others
+    close = np.flatnonzero((rng.random(n) < closure_frac) & ~maskable.all(1))
+    if len(close):
+        stuck = _stuck_masks(p[close], s[close], rng)
+        rows = close[stuck.any(1)]  # puzzles that singles solve keep their uniform mask
+        masked[rows] = stuck[stuck.any(1)]
+        t[rows] = masked[rows].sum(1) / maskable[rows].sum(1)  # the share of blanks masked, as for the others
     none = ~masked.any(1)  # at least one masked cell per sample
     if none.any():
         pick = np.array([rng.choice(np.flatnonzero(m)) for m in maskable[none]])
