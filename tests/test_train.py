@@ -216,3 +216,39 @@ def test_config_rejects_bad_closure_settings(tmp_path):
         TrainConfig(out=str(tmp_path), closure_frac=1.5)
     with pytest.raises(ValueError, match="hard_min_blanks must be in \\[1, 81\\], got 0"):
         TrainConfig(out=str(tmp_path), hard_min_blanks=0)
+
+
+def test_ema_is_the_moving_average_and_resumes(tmp_path):
+    cfg = _tiny(tmp_path / "run", max_steps=3, batch_size=4, eval_every=100, pool_size=8, ema=0.5, warmup=0)
+    start = MDM(MDMConfig(d_model=16, n_layers=1, n_heads=2))
+    start.save_pretrained(tmp_path / "run")
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    train(cfg, resume=True, progress=False)
+    ema = MDM.from_pretrained(tmp_path / "run" / "ema").state_dict()
+    last = MDM.from_pretrained(tmp_path / "run").state_dict()
+    name = "blocks.0.qkv.weight"
+    assert not torch.equal(ema[name], last[name]) and not torch.equal(ema[name], before[name])
+    # decay 0.5 over 3 steps: the start weighs 1/8, so the average sits between start and end
+    gap = (last[name] - before[name]).abs().sum()
+    assert 0 < (ema[name] - last[name]).abs().sum() < gap
+    train(TrainConfig(**{**cfg.__dict__, "max_steps": 4}), resume=True, progress=False)  # resumes from the saved average
+    again = MDM.from_pretrained(tmp_path / "run" / "ema").state_dict()
+    assert not torch.equal(again[name], ema[name])
+    with pytest.raises(ValueError, match="ema must be in \\[0, 1\\), got 1.0"):
+        TrainConfig(out=str(tmp_path), ema=1.0)
+
+
+def test_trainer_adds_hardened_puzzles_to_the_pool(tmp_path):
+    cfg = _tiny(tmp_path / "run", max_steps=1, batch_size=4, eval_every=100, pool_size=4, harden=3, harden_blanks=40)
+    train(cfg, progress=False)
+    files = sorted((tmp_path / "run" / "pool").glob("harden_*.npz"))
+    assert len(files) == 1
+    from tabes.train import load_pool_file
+
+    p, s = load_pool_file(files[0])
+    assert p.shape == (3, 81)
+    assert all(sudoku.verify(list(map(int, b)), list(map(int, a))) for a, b in zip(p, s))
+    train(TrainConfig(**{**cfg.__dict__, "max_steps": 2}), resume=True, progress=False)  # enough already: none made
+    assert sorted((tmp_path / "run" / "pool").glob("harden_*.npz")) == files
+    with pytest.raises(ValueError, match="harden must be >= 0, got -1"):
+        TrainConfig(out=str(tmp_path), harden=-1)

@@ -78,6 +78,9 @@ class TrainConfig:
     hard_min_blanks: int = 45  # a puzzle is hard when singles leave at least this many blanks (1: singles do not solve it)
     closure_frac: float = 0.5  # fraction of puzzle samples that are stuck states (see make_batch)
     workers: int = 0  # processes generating the pool (0: one per core)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, saved in out/ema (0: none)
+    harden: int = 0  # hill-climbed hard puzzles to hold besides pool_size (tabes.tasks.sudoku.harden)
+    harden_blanks: int = 55  # the climb's target: blanks that singles leave
     result_frac: float = 0.8  # text: share of chain samples (one result and every later copy of it hidden; see text_demo)
 
     def __post_init__(self) -> None:
@@ -102,9 +105,21 @@ class TrainConfig:
             raise ValueError(f"result_frac must be in [0, 1], got {self.result_frac}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.harden < 0:
+            raise ValueError(f"harden must be >= 0, got {self.harden}")
+        if not 1 <= self.harden_blanks <= 81:
+            raise ValueError(f"harden_blanks must be in [1, 81], got {self.harden_blanks}")
 
 
 # --------------------------------------------------------------------------- data
+
+
+def load_pool_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(puzzles, solutions)`` of one pool file."""
+    with np.load(path) as z:
+        return z["puzzles"], z["solutions"]
 
 
 def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -319,11 +334,11 @@ class SudokuTraining:
             raise ValueError(f"unknown model options {sorted(bad)}; known: {sorted(known)}")
         return MDM(MDMConfig(**self.cfg.model))
 
-    def load_model(self) -> MDM:
-        return MDM.from_pretrained(self.out)
+    def load_model(self, path: Path | None = None) -> MDM:
+        return MDM.from_pretrained(path or self.out)
 
-    def save_model(self, model: MDM) -> None:
-        model.save_pretrained(self.out)
+    def save_model(self, model: MDM, path: Path | None = None) -> None:
+        model.save_pretrained(path or self.out)
 
     def loss_module(self, model: MDM) -> MDM:
         return model
@@ -342,6 +357,19 @@ class SudokuTraining:
             workers = cfg.workers or os.cpu_count() or 1
             p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(self.puzzles), workers=workers, progress=self.progress)
             save_pool(pool_dir / f"gen_{cfg.seed}_{len(self.puzzles)}.npz", p, s)
+            self._set_pool(*load_pool(self.dirs))
+        have = sum(len(load_pool_file(f)[0]) for f in pool_dir.glob("harden_*.npz"))
+        if have < cfg.harden:  # in chunks, so a killed run keeps what it made
+            import os
+
+            workers = cfg.workers or os.cpu_count() or 1
+            while have < cfg.harden:
+                n = min(cfg.harden - have, 50 * sudoku.HARD_CHUNK * workers)
+                p, s = sudoku.generate_hard_pool(
+                    n, seed=cfg.seed * 7919 + 1_000_003 + have, target_blanks=cfg.harden_blanks, workers=workers, progress=self.progress
+                )
+                save_pool(pool_dir / f"harden_{cfg.seed}_{have}.npz", p, s)
+                have += n
             self._set_pool(*load_pool(self.dirs))
         self.eval_p, self.eval_s = sudoku.generate_puzzles(cfg.eval_puzzles, seed=10_000_019 + cfg.seed)
         self.bands = eval_bands(cfg.eval_file, cfg.eval_per_band) if cfg.eval_file else {}
@@ -385,10 +413,14 @@ def _lr(cfg: TrainConfig, step: int, warm_from: int) -> float:
     return cfg.lr * warm * decay
 
 
-def _save_state(out: Path, task, model, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict, rng: np.random.Generator) -> None:
+def _save_state(
+    out: Path, task, model, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict, rng: np.random.Generator, ema=None
+) -> None:
     from safetensors.torch import save_file
 
     task.save_model(model)
+    if ema is not None:
+        task.save_model(ema, out / "ema")
     tensors = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
@@ -444,6 +476,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         state["warm_from"] = 0
 
     task.prepare()
+    ema = None
+    if cfg.ema:  # the average starts from the weights trained so far (or the folder's saved average)
+        import copy
+
+        ema = task.load_model(out / "ema") if resume and (out / "ema" / "model.safetensors").is_file() else copy.deepcopy(model)
+        ema.eval().requires_grad_(False)
+        ema_params, params = list(ema.parameters()), list(model.parameters())
 
     train_step = TrainStep(net, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
     log_path = out / "train_log.jsonl"
@@ -476,6 +515,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             for g in opt.param_groups:
                 g["lr"] = lr
             lv = train_step(*task.batch(rng))
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema)
             state["step"] = step + 1
             state["samples"] += cfg.batch_size
             running = lv if running is None else 0.95 * running + 0.05 * lv
@@ -494,12 +536,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 rec = {"step": state["step"], **rec, "seconds": round(state["seconds"], 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                _save_state(out, task, model, opt, cfg, state, rng)
+                _save_state(out, task, model, opt, cfg, state, rng, ema)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if bar is not None:
             bar.close()
-        _save_state(out, task, model, opt, cfg, state, rng)
+        _save_state(out, task, model, opt, cfg, state, rng, ema)
         log.close()
     return state

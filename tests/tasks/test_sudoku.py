@@ -105,6 +105,68 @@ def test_generate_pool_does_not_depend_on_workers():
     assert all(sudoku.count_solutions(list(map(int, p))) == 1 for p in one[0][:5])
 
 
+def _is_minimal_unique(p: list[int]) -> bool:
+    if sudoku.count_solutions(p) != 1:
+        return False
+    for i in range(81):
+        if p[i]:
+            q = list(p)
+            q[i] = 0
+            if sudoku.count_solutions(q) == 1:
+                return False
+    return True
+
+
+def test_minimise_keeps_the_solution_and_leaves_the_input_alone():
+    rng = random.Random(3)
+    grid = sudoku.random_grid(rng)
+    start = [d if rng.random() < 0.6 else 0 for d in grid]  # a non-minimal puzzle with a unique solution
+    assert sudoku.count_solutions(start) == 1
+    before = list(start)
+    p = sudoku.minimise(start, rng)
+    assert start == before
+    assert all(d == 0 or d == g for d, g in zip(p, grid)) and sum(map(bool, p)) < sum(map(bool, start))
+    assert _is_minimal_unique(p)
+
+
+def test_harden_climbs_and_keeps_puzzles_minimal_and_unique():
+    rng = random.Random(5)
+    start = 0
+    while not start:  # a puzzle singles do not solve
+        grid = sudoku.random_grid(rng)
+        p = sudoku.make_puzzle(grid, rng)
+        start = sudoku.singles_blanks(p)
+    h, blanks = sudoku.harden(p, grid, rng, target_blanks=81, max_moves=6)
+    assert blanks == sudoku.singles_blanks(h) >= start  # moves are only kept when no easier
+    assert all(d == 0 or d == g for d, g in zip(h, grid)) and _is_minimal_unique(h)
+    same, b0 = sudoku.harden(p, grid, rng, target_blanks=1, max_moves=6)  # target already met: no move
+    assert (same, b0) == (p, start)
+    with pytest.raises(ValueError, match="add must be >= 1, got 0"):
+        sudoku.harden(p, grid, rng, add=0)
+
+
+def test_singles_blanks_rates_puzzles():
+    easy = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"
+    hard = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"
+    assert sudoku.singles_blanks(sudoku.parse_puzzle(easy)) == 0
+    assert sudoku.singles_blanks(sudoku.parse_puzzle(hard)) > 40
+    with pytest.raises(ValueError, match="contradict"):
+        sudoku.singles_blanks([1, 2, 3, 4, 5, 6, 7, 8, 0] + [0] * 8 + [9] + [0] * 63)
+
+
+def test_generate_hard_pool_is_harder_and_does_not_depend_on_workers():
+    one = sudoku.generate_hard_pool(sudoku.HARD_CHUNK + 2, seed=4, target_blanks=50, max_moves=3, workers=1)
+    two = sudoku.generate_hard_pool(sudoku.HARD_CHUNK + 2, seed=4, target_blanks=50, max_moves=3, workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    plain = sudoku.generate_pool(sudoku.HARD_CHUNK + 2, seed=4, workers=1)
+    rate = lambda ps: np.mean([sudoku.singles_blanks(list(map(int, q))) for q in ps])
+    assert rate(one[0]) > rate(plain[0])
+    for q, g in zip(one[0][:3], one[1]):
+        assert sudoku.verify(list(map(int, g)), list(map(int, q))) and sudoku.count_solutions(list(map(int, q))) == 1
+    with pytest.raises(ValueError, match="target_blanks must be in"):
+        sudoku.generate_hard_pool(2, seed=0, target_blanks=0)
+
+
 def test_needs_search_tells_singles_from_harder_puzzles():
     easy = "530070000600195000098000060800060003400803001700020006060000280000419005000080079"  # singles solve it
     hard = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"  # a well-known hard one
@@ -148,3 +210,25 @@ def test_singles_closure_matches_the_one_board_reference():
 def test_singles_closure_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"\(3, 81\) and \(2, 81\)"):
         sudoku.singles_closure(np.zeros((3, 81), np.uint8), np.zeros((2, 81), np.uint8))
+
+
+def test_numba_kernels_match_the_python_references():
+    from tabes.tasks import _sudoku_jit as jit  # numba comes with the dev extra
+
+    assert jit._PEERS.tolist() == sudoku.PEERS and jit._UNITS.tolist() == sudoku.UNITS
+
+    rng = random.Random(8)
+    for _ in range(6):
+        grid = sudoku.random_grid(rng)
+        order = list(range(81))
+        rng.shuffle(order)
+        for start, floor in ((grid, 17), (sudoku._minimise_reference(grid, order[::-1], 30), 17), (grid, 40)):
+            ref = sudoku._minimise_reference(start, order, floor)
+            assert jit.minimise(np.array(start, np.int64), np.array(order, np.int64), floor).tolist() == ref
+            shown = [d if rng.random() < 0.3 else 0 for d in grid]  # a partial state, often with several solutions
+            for board in (ref, shown):
+                g, ok = jit.singles_fixpoint(np.array(board, np.int64))
+                assert ok and g.tolist() == sudoku.singles_fixpoint(board)
+                assert jit.count_solutions(np.array(board, np.int64), 3) == sudoku.count_solutions(board, limit=3)
+    stuck = [1, 2, 3, 4, 5, 6, 7, 8, 0] + [0] * 8 + [9] + [0] * 63  # cell 9 has no candidate
+    assert sudoku.singles_fixpoint(stuck) is None and not jit.singles_fixpoint(np.array(stuck, np.int64))[1]

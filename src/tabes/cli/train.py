@@ -50,6 +50,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--eval-per-band", type=positive_int, default=50, help="puzzles per band of --eval-file")
     p.add_argument("--pool-size", type=positive_int, default=20000, help="generated training puzzles to hold")
     p.add_argument("--pool-dir", action="append", help="extra folder of generated puzzle .npz files")
+    p.add_argument(
+        "--ema", type=float, default=0.0, help="keep an exponential moving average of the weights with this decay in OUT/ema (0: none)"
+    )
+    p.add_argument(
+        "--harden",
+        type=nonneg_int,
+        default=0,
+        help="also hold this many hill-climbed hard puzzles (made before the first step; see tabes.tasks.sudoku.harden)",
+    )
+    p.add_argument("--harden-blanks", type=positive_int, default=55, help="the hill climb's target: blanks that singles leave")
     p.add_argument("--workers", type=nonneg_int, default=0, help="processes generating the puzzle pool (0: one per core)")
     p.add_argument("--weighting", choices=["none", "1/t"], default="none")
     p.add_argument("--model-opt", action="append", help="model option key=value for a new run, e.g. d_model=128")
@@ -65,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     same = ("out", "minutes", "max_steps", "batch_size", "lr", "warmup", "decay_frac", "precision", "hard_frac", "seed")
     same += ("task", "eval_every", "eval_puzzles", "eval_file", "eval_per_band", "pool_size", "workers", "weighting", "result_frac")
-    same += ("hard_min_blanks", "closure_frac")
+    same += ("hard_min_blanks", "closure_frac", "harden", "harden_blanks", "ema")
     cfg = TrainConfig(
         **{name: getattr(args, name) for name in same},
         compile=not args.no_compile,

@@ -11,6 +11,8 @@ never calls it.
 from __future__ import annotations
 
 import csv
+import functools
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,17 +282,36 @@ def make_puzzle(solution: list[int], rng: random.Random, min_givens: int = 17) -
     """Remove clues from ``solution`` in random order while the solution stays unique.
 
     The result is a minimal puzzle (no given can be removed) unless ``min_givens`` stops the
-    removal first. Uniqueness of each removal is checked by asking the solver for a solution
-    with a different digit in the removed cell.
+    removal first (:func:`minimise` started from the full grid).
     """
-    puzzle = list(solution)
+    return minimise(solution, rng, min_givens)
+
+
+def minimise(puzzle: list[int], rng: random.Random, min_givens: int = 17) -> list[int]:
+    """Remove givens of a unique-solution ``puzzle`` in random order while the solution stays unique.
+
+    Uniqueness of each removal is checked by asking the solver for a solution with a different
+    digit in the removed cell. Returns a new list; the input is not changed. Runs the numba
+    kernel when numba is installed (the ``fast`` extra), the same result either way.
+    """
     order = list(range(N_CELLS))
     rng.shuffle(order)
-    givens = N_CELLS
+    jit = _jit()
+    if jit is None:
+        return _minimise_reference(puzzle, order, min_givens)
+    return jit.minimise(np.asarray(puzzle, np.int64), np.asarray(order, np.int64), min_givens).tolist()
+
+
+def _minimise_reference(puzzle: list[int], order: list[int], min_givens: int) -> list[int]:
+    """:func:`minimise` with the removal ``order`` given: the pure-Python reference of the kernel."""
+    puzzle = list(puzzle)
+    givens = sum(1 for d in puzzle if d)
     for i in order:
         if givens <= min_givens:
             break
         d = puzzle[i]
+        if not d:
+            continue
         puzzle[i] = 0
         grid = list(puzzle)
         rows, cols, boxes = _masks(grid)
@@ -319,6 +340,64 @@ def make_puzzle(solution: list[int], rng: random.Random, min_givens: int = 17) -
     return puzzle
 
 
+@functools.cache
+def _jit():
+    """The numba kernels (:mod:`tabes.tasks._sudoku_jit`), or None without numba or with ``TABES_NO_JIT=1``."""
+    if os.environ.get("TABES_NO_JIT", "") not in ("", "0"):
+        return None
+    try:
+        from tabes.tasks import _sudoku_jit
+    except ImportError:
+        return None
+    return _sudoku_jit
+
+
+def singles_blanks(cells: list[int]) -> int:
+    """Blanks left after naked and hidden singles (:func:`singles_fixpoint`): a difficulty rating.
+
+    0 when singles solve the puzzle; generated minimal puzzles that need more leave a median of
+    about 42, the hardest public lists 55-59. Raises ValueError for clashing givens.
+    """
+    jit = _jit()
+    if jit is None:
+        g = singles_fixpoint(cells)
+        ok = g is not None
+    else:
+        g, ok = jit.singles_fixpoint(np.asarray(cells, np.int64))
+    if not ok:
+        raise ValueError("the givens contradict each other (a blank cell has no candidate)")
+    return sum(1 for d in g if not d)
+
+
+def harden(
+    puzzle: list[int], solution: list[int], rng: random.Random, *, target_blanks: int = 55, max_moves: int = 60, add: int = 2
+) -> tuple[list[int], int]:
+    """Hill-climb a unique-solution puzzle towards ones that singles leave many blanks in.
+
+    Each move shows ``add`` random blanks of ``solution`` again and re-minimises
+    (:func:`minimise`); the move is kept when singles leave at least as many blanks as before
+    (:func:`singles_blanks`). Stops at ``target_blanks`` or after ``max_moves`` moves. Every
+    puzzle on the way is minimal with the same unique ``solution``.
+
+    Returns ``(puzzle, blanks)``: the hardest puzzle reached and its blanks after singles.
+    """
+    if add < 1:
+        raise ValueError(f"add must be >= 1, got {add}")
+    best, best_b = list(puzzle), singles_blanks(puzzle)
+    for _ in range(max_moves):
+        if best_b >= target_blanks:
+            break
+        cand = list(best)
+        blanks = [i for i in range(N_CELLS) if not cand[i]]
+        for i in rng.sample(blanks, min(add, len(blanks))):
+            cand[i] = solution[i]
+        cand = minimise(cand, rng)
+        b = singles_blanks(cand)
+        if b >= best_b:
+            best, best_b = cand, b
+    return best, best_b
+
+
 def generate_puzzles(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random minimal puzzles with unique solutions.
 
@@ -339,7 +418,20 @@ def _generate_chunk(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return generate_puzzles(n, seed)
 
 
+def _harden_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    n, seed, target_blanks, max_moves = args
+    rng = random.Random(seed)
+    puzzles = np.zeros((n, N_CELLS), dtype=np.uint8)
+    solutions = np.zeros((n, N_CELLS), dtype=np.uint8)
+    for k in range(n):
+        sol = random_grid(rng)
+        puzzles[k] = harden(make_puzzle(sol, rng), sol, rng, target_blanks=target_blanks, max_moves=max_moves)[0]
+        solutions[k] = sol
+    return puzzles, solutions
+
+
 POOL_CHUNK = 250  # puzzles per generator seed in :func:`generate_pool`
+HARD_CHUNK = 25  # puzzles per generator seed in :func:`generate_hard_pool`
 
 
 def generate_pool(n: int, seed: int, *, workers: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -351,22 +443,45 @@ def generate_pool(n: int, seed: int, *, workers: int = 1, progress: bool = False
     if n <= 0 or workers <= 0:
         raise ValueError(f"n and workers must be positive, got n={n}, workers={workers}")
     jobs = [(min(POOL_CHUNK, n - lo), seed * 100_003 + i) for i, lo in enumerate(range(0, n, POOL_CHUNK))]
+    return _run_chunks(_generate_chunk, jobs, n, workers, "generating puzzles" if progress else None)
+
+
+def generate_hard_pool(
+    n: int, seed: int, *, target_blanks: int = 55, max_moves: int = 60, workers: int = 1, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random minimal puzzles, each hill-climbed by :func:`harden` towards ``target_blanks``.
+
+    Chunks of ``HARD_CHUNK`` puzzles, chunk ``i`` with generator seed ``seed * 100_003 + i``, so
+    the result does not depend on ``workers``. Not every puzzle reaches the target within
+    ``max_moves`` moves; each is the hardest one its climb reached (rate them with
+    :func:`singles_blanks`). Returns ``(puzzles, solutions)`` like :func:`generate_puzzles`.
+    """
+    if n <= 0 or workers <= 0:
+        raise ValueError(f"n and workers must be positive, got n={n}, workers={workers}")
+    if not 1 <= target_blanks <= N_CELLS:
+        raise ValueError(f"target_blanks must be in [1, 81], got {target_blanks}")
+    jobs = [(min(HARD_CHUNK, n - lo), seed * 100_003 + i, target_blanks, max_moves) for i, lo in enumerate(range(0, n, HARD_CHUNK))]
+    return _run_chunks(_harden_chunk, jobs, n, workers, "hardening puzzles" if progress else None)
+
+
+def _run_chunks(fn, jobs: list[tuple], n: int, workers: int, label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``fn`` on each job (one process, or a spawn pool of ``workers``), in job order."""
     bar = None
-    if progress:
+    if label is not None:
         from tabes.progress import progress_bar
 
-        bar = progress_bar(n, "generating puzzles", "puzzle")
+        bar = progress_bar(n, label, "puzzle")
     parts = []
     if workers == 1:
         for job in jobs:
-            parts.append(_generate_chunk(job))
+            parts.append(fn(job))
             if bar is not None:
                 bar.update(job[0])
     else:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            for part in pool.imap(_generate_chunk, jobs):
+            for part in pool.imap(fn, jobs):
                 parts.append(part)
                 if bar is not None:
                     bar.update(len(part[0]))

@@ -244,12 +244,12 @@ class TextTraining:
         self.tokenizer = build_tokenizer(self.cfg.seed)
         return new_model(self.tokenizer, self.cfg.model)
 
-    def load_model(self) -> nn.Module:
-        model, self.tokenizer = load(self.out)
+    def load_model(self, path: Path | None = None) -> nn.Module:
+        model, self.tokenizer = load(path or self.out)
         return model
 
-    def save_model(self, model: nn.Module) -> None:
-        save(model, self.tokenizer, self.out)
+    def save_model(self, model: nn.Module, path: Path | None = None) -> None:
+        save(model, self.tokenizer, path or self.out)
 
     def loss_module(self, model: nn.Module) -> nn.Module:
         return MaskedLMLogits(model)
