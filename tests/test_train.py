@@ -245,8 +245,8 @@ def test_trainer_adds_hardened_puzzles_to_the_pool(tmp_path):
     assert len(files) == 1
     from tabes.train import load_pool_file
 
-    p, s = load_pool_file(files[0])
-    assert p.shape == (3, 81)
+    p, s, hard = load_pool_file(files[0])
+    assert p.shape == (3, 81) and hard.shape == (3,)
     assert all(sudoku.verify(list(map(int, b)), list(map(int, a))) for a, b in zip(p, s))
     train(TrainConfig(**{**cfg.__dict__, "max_steps": 2}), resume=True, progress=False)  # enough already: none made
     assert sorted((tmp_path / "run" / "pool").glob("harden_*.npz")) == files

@@ -23,6 +23,7 @@ resumes exactly. It logs to ``train_log.jsonl`` and evaluates on held-out genera
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -116,10 +117,11 @@ class TrainConfig:
 # --------------------------------------------------------------------------- data
 
 
-def load_pool_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(puzzles, solutions)`` of one pool file."""
+def load_pool_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(puzzles, solutions, hard)`` of one pool file, as :func:`load_pool` returns them."""
     with np.load(path) as z:
-        return z["puzzles"], z["solutions"]
+        p, s = z["puzzles"], z["solutions"]
+        return p, s, z["hard"] if "hard" in z.files else sudoku.needs_search_flags(p)
 
 
 def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,16 +131,10 @@ def load_pool(dirs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     where singles alone do not solve the puzzle (:func:`tabes.tasks.sudoku.needs_search`; read
     from the file's ``hard`` array, or computed for files written without one).
     """
-    ps, ss, hs = [], [], []
-    for d in dirs:
-        for f in sorted(Path(d).glob("*.npz")):
-            with np.load(f) as z:
-                ps.append(z["puzzles"])
-                ss.append(z["solutions"])
-                hs.append(z["hard"] if "hard" in z.files else sudoku.needs_search_flags(ps[-1]))
-    if not ps:
+    parts = [load_pool_file(f) for d in dirs for f in sorted(Path(d).glob("*.npz"))]
+    if not parts:
         return np.zeros((0, 81), np.uint8), np.zeros((0, 81), np.uint8), np.zeros(0, bool)
-    return np.concatenate(ps), np.concatenate(ss), np.concatenate(hs)
+    return tuple(np.concatenate(a) for a in zip(*parts))
 
 
 def save_pool(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> None:
@@ -350,19 +346,14 @@ class SudokuTraining:
         pool_dir.mkdir(exist_ok=True)
         self.dirs = [pool_dir, *map(Path, cfg.pool_dirs)]
         self._set_pool(*load_pool(self.dirs))
+        workers = cfg.workers or os.cpu_count() or 1
         if len(self.puzzles) < cfg.pool_size:
-            import os
-
             need = cfg.pool_size - len(self.puzzles)
-            workers = cfg.workers or os.cpu_count() or 1
             p, s = sudoku.generate_pool(need, seed=cfg.seed * 7919 + len(self.puzzles), workers=workers, progress=self.progress)
             save_pool(pool_dir / f"gen_{cfg.seed}_{len(self.puzzles)}.npz", p, s)
             self._set_pool(*load_pool(self.dirs))
         have = sum(len(load_pool_file(f)[0]) for f in pool_dir.glob("harden_*.npz"))
         if have < cfg.harden:  # in chunks, so a killed run keeps what it made
-            import os
-
-            workers = cfg.workers or os.cpu_count() or 1
             while have < cfg.harden:
                 n = min(cfg.harden - have, 50 * sudoku.HARD_CHUNK * workers)
                 p, s = sudoku.generate_hard_pool(
