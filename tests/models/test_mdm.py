@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tabes
-from tabes.models.mdm import MDM, MDMConfig
+from tabes.models.mdm import MDM, MDMConfig, grow_depth
 from tabes.protocol import Denoiser
 
 
@@ -108,3 +108,24 @@ def test_exact_sparse_adjoint_equals_reference(layout, upstream, use_grad_rows, 
     assert torch.all(fast[~rows] == 0)
     assert fast[rows].abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("n_layers", [3, 5])
+def test_grow_depth_keeps_the_function(tiny_sudoku_model, sudoku_ids, n_layers):
+    grown = grow_depth(tiny_sudoku_model, n_layers)
+    assert grown.config.n_layers == n_layers and len(grown.blocks) == n_layers
+    assert grown.num_parameters() > tiny_sudoku_model.num_parameters()
+    torch.testing.assert_close(grown.logits(sudoku_ids), tiny_sudoku_model.logits(sudoku_ids), rtol=0, atol=1e-6)
+    # the old blocks keep their weights; some new block is not the identity once trained
+    kept = [b for b in grown.blocks if torch.equal(b.qkv.weight, tiny_sudoku_model.blocks[0].qkv.weight)]
+    assert len(kept) == 1
+    new = [b for b in grown.blocks if not b.proj.weight.any()]
+    assert len(new) == n_layers - 2
+    with torch.no_grad():
+        new[0].proj.weight.normal_()
+    assert not torch.allclose(grown.logits(sudoku_ids), tiny_sudoku_model.logits(sudoku_ids))
+
+
+def test_grow_depth_needs_more_blocks(tiny_sudoku_model):
+    with pytest.raises(ValueError, match="n_layers must exceed the model's 2 blocks, got 2"):
+        grow_depth(tiny_sudoku_model, 2)

@@ -1,7 +1,7 @@
 """``tabes bench train``: training throughput of the shipped Sudoku architecture, per setting.
 
-Every setting trains its own copy of the shipped architecture (:class:`MDMConfig` defaults
-with the shipped model's heads) from the same random initialisation, on the *same* batches,
+Every setting trains its own copy of the shipped architecture (the shipped model's
+``config.json``) from the same random initialisation, on the *same* batches,
 for ``steps`` steps. The settings are interleaved step by step in one process, so a noisy
 machine slows them alike. Settings:
 
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tabes.models.mdm import MDM, MDMConfig
+from tabes.loading import default_model_path
+from tabes.models.mdm import MDM, read_config
 from tabes.ops.aqa import kernels
 from tabes.tasks import sudoku
 from tabes.train import TrainConfig, TrainStep, hard_flags, make_batch, make_optimizer, sample_indices
@@ -76,11 +77,12 @@ def run_train_bench(
     pool = pool or min(2000, max(64, steps * batch_size // 4))  # generated puzzles the batches draw from
     puzzles, solutions = sudoku.generate_pool(pool, seed=seed, workers=1)
     hard = hard_flags(puzzles, solutions, TrainConfig.hard_min_blanks)
+    arch = read_config(default_model_path("sudoku"))  # the shipped architecture
     runs = []
     for name in settings:
         s = SETTINGS[name]
         torch.manual_seed(seed)
-        model = MDM(MDMConfig(n_heads=8)).train()  # the shipped architecture
+        model = MDM(arch).train()
         step = TrainStep(model, make_optimizer(model, 1e-3, 0.01), precision=s.precision, compile=s.compile)
         runs.append((s, step, [], []))
     rng = np.random.default_rng(seed)

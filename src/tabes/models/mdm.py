@@ -38,7 +38,8 @@ MODEL_TYPE = "tabes-mdm"
 
 @dataclass
 class MDMConfig:
-    """Hyper-parameters of :class:`MDM`. Defaults are the shipped 9x9 Sudoku model's."""
+    """Hyper-parameters of :class:`MDM`. Defaults: a 9x9 Sudoku model (the shipped one's
+    ``config.json`` sets its own depth and heads; :func:`read_config` reads it)."""
 
     vocab_size: int = 10  # V, mask token included
     mask_id: int = 9  # id of the mask token
@@ -376,10 +377,58 @@ class MDM(nn.Module):
         for f in (cfg_file, weights):
             if not f.is_file():
                 raise FileNotFoundError(f"model file not found: {f}")
-        raw = json.loads(cfg_file.read_text())
-        if raw.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{cfg_file}: model_type is {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
-        known = {f.name for f in fields(MDMConfig)}
-        model = cls(MDMConfig(**{k: v for k, v in raw.items() if k in known}))
+        model = cls(read_config(path))
         model.load_state_dict(load_file(str(weights), device=str(map_location)))
         return model.eval()
+
+
+def read_config(path: str | Path) -> MDMConfig:
+    """The :class:`MDMConfig` of a model folder's ``config.json`` (no weights read)."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"model file not found: {cfg_file}")
+    raw = json.loads(cfg_file.read_text())
+    if raw.get("model_type") != MODEL_TYPE:
+        raise ValueError(f"{cfg_file}: model_type is {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
+    known = {f.name for f in fields(MDMConfig)}
+    return MDMConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def grow_depth(model: MDM, n_layers: int) -> MDM:
+    """A deeper copy of ``model`` that computes exactly the same function.
+
+    New blocks are spread evenly between the old ones (8 -> 12 puts one after every second
+    block). Each new block is a fresh random block whose two residual projections (attention
+    output ``proj`` and MLP ``out``) are zero, so it adds nothing until training moves them;
+    its relation bias starts at zero. The old blocks keep their weights and their order.
+    (Identity block expansion, as in LLaMA Pro, Wu et al. 2024.)
+    """
+    old = model.config.n_layers
+    if n_layers <= old:
+        raise ValueError(f"n_layers must exceed the model's {old} blocks, got {n_layers}")
+    cfg = MDMConfig(**{**asdict(model.config), "n_layers": n_layers})
+    grown = MDM(cfg).to(next(model.parameters()).device)
+    # old block i goes to slot i + (number of new blocks inserted before it)
+    new_after = [max(0, (k + 1) * old // (n_layers - old) - 1) for k in range(n_layers - old)]  # old block each new one follows
+    slots, j = [], 0
+    for i in range(old):
+        slots.append(j)
+        j += 1 + new_after.count(i)
+    src = model.state_dict()
+    dst = grown.state_dict()
+    with torch.no_grad():
+        for k, v in src.items():
+            if k.startswith("blocks."):
+                _, i, rest = k.split(".", 2)
+                dst[f"blocks.{slots[int(i)]}.{rest}"].copy_(v)
+            elif k == "rel_bias":
+                dst[k].zero_()
+                dst[k][slots] = v
+            else:
+                dst[k].copy_(v)
+        for j, blk in enumerate(grown.blocks):
+            if j not in slots:
+                for lin in (blk.proj, blk.out):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+    return grown.eval() if not model.training else grown
