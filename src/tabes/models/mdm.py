@@ -372,12 +372,11 @@ class MDM(nn.Module):
         """Load a folder written by :meth:`save_pretrained` (safetensors, never pickle)."""
         from safetensors.torch import load_file
 
-        path = Path(path)
-        cfg_file, weights = path / "config.json", path / "model.safetensors"
-        for f in (cfg_file, weights):
-            if not f.is_file():
-                raise FileNotFoundError(f"model file not found: {f}")
-        model = cls(read_config(path))
+        cfg = read_config(path)
+        weights = Path(path) / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"model file not found: {weights}")
+        model = cls(cfg)
         model.load_state_dict(load_file(str(weights), device=str(map_location)))
         return model.eval()
 
@@ -407,28 +406,22 @@ def grow_depth(model: MDM, n_layers: int) -> MDM:
     if n_layers <= old:
         raise ValueError(f"n_layers must exceed the model's {old} blocks, got {n_layers}")
     cfg = MDMConfig(**{**asdict(model.config), "n_layers": n_layers})
+    n_new = n_layers - old
+    follows = [max(0, (k + 1) * old // n_new - 1) for k in range(n_new)]  # the old block each new one follows
+    slots = [i + sum(f < i for f in follows) for i in range(old)]  # where each old block goes
     grown = MDM(cfg).to(next(model.parameters()).device)
-    # old block i goes to slot i + (number of new blocks inserted before it)
-    new_after = [max(0, (k + 1) * old // (n_layers - old) - 1) for k in range(n_layers - old)]  # old block each new one follows
-    slots, j = [], 0
-    for i in range(old):
-        slots.append(j)
-        j += 1 + new_after.count(i)
-    src = model.state_dict()
-    dst = grown.state_dict()
     with torch.no_grad():
-        for k, v in src.items():
-            if k.startswith("blocks."):
-                _, i, rest = k.split(".", 2)
-                dst[f"blocks.{slots[int(i)]}.{rest}"].copy_(v)
-            elif k == "rel_bias":
-                dst[k].zero_()
-                dst[k][slots] = v
-            else:
-                dst[k].copy_(v)
+        for k, v in model.state_dict().items():  # embeddings, final norm, head
+            if not k.startswith("blocks.") and k != "rel_bias":
+                grown.state_dict()[k].copy_(v)
+        for i, slot in enumerate(slots):
+            grown.blocks[slot].load_state_dict(model.blocks[i].state_dict())
+        if cfg.layout == "sudoku":
+            grown.rel_bias.zero_()
+            grown.rel_bias[slots] = model.rel_bias
         for j, blk in enumerate(grown.blocks):
             if j not in slots:
                 for lin in (blk.proj, blk.out):
                     lin.weight.zero_()
                     lin.bias.zero_()
-    return grown.eval() if not model.training else grown
+    return grown.train(model.training)
