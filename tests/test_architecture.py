@@ -10,13 +10,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # lowest first; a module may import its own layer and the layers before it
 LAYERS = [
-    ("utilities", ["tabes.files", "tabes.progress", "tabes.dist"]),
+    ("utilities", ["tabes.files", "tabes.progress", "tabes.dist", "tabes.hardware"]),
     ("protocol", ["tabes.protocol", "tabes.cache"]),
     ("ops", ["tabes.ops"]),
     ("models", ["tabes.models", "tabes.loading"]),
     ("samplers", ["tabes.samplers"]),
     ("generate", ["tabes.generate"]),
-    ("search", ["tabes.search"]),
+    ("search", ["tabes.search", "tabes.dfs"]),
     ("tasks", ["tabes.tasks", "tabes.train"]),
     ("bench, integrations", ["tabes.bench", "tabes.integrations"]),
     ("cli", ["tabes.cli"]),

@@ -1,7 +1,8 @@
 """The decoding loop, written once.
 
     for each block (semi-autoregressive decoding; one block by default):
-        0. with a KV cache: one full forward stores the keys and values outside the block
+        0. with a KV cache: one full forward stores the keys and values outside the block;
+           its logits serve the block's first step (no second forward on the same ids)
         for each of the block's steps:
             1. masked  = masked positions of the block, per row; rows with none sit out
             2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
@@ -120,52 +121,32 @@ def generate(
     x = ids.clone()
     B, L = x.shape
     fixed = x != mask_id  # (B, L) given positions
-    forwards = torch.zeros(B, dtype=torch.long, device=x.device)
-    backwards = torch.zeros(B, dtype=torch.long, device=x.device)
-    nsteps = torch.zeros(B, dtype=torch.long, device=x.device)
-    remasked = torch.zeros(B, dtype=torch.long, device=x.device)
-    steered: Tensor | None = None
-    records: list[dict[str, Any]] = []
-    carry: Tensor | None = None  # (B, ...) each row's sampler memory from its previous step
-    has_carry = torch.zeros(B, dtype=torch.bool, device=x.device)
-    sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
-
     if region is not None:
         if region.shape != (L,) or region.dtype != torch.bool:
             raise ValueError(f"region must be an (L,) = ({L},) bool tensor, got {tuple(region.shape)} {region.dtype}")
         fixed = fixed | ~region  # outside the region nothing changes, masks included
     plan = plan_blocks(~fixed, steps, block_length)
-    bar = advance = None
-    if callable(progress):
-        advance = progress
-    elif progress:
-        from tabes.progress import progress_bar
-
-        bar = progress_bar(steps, f"decoding ({sampler.name})", "step")
-        advance = bar.update
+    counts, carry = _Counts(B, x.device), _Carry(B, x.device)
+    records = _Trace(trace)
+    advance, close_bar = _progress(progress, steps, sampler.name)
     step = 0
     try:
         for block, ((lo, hi), block_steps) in enumerate(plan):
             in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
             in_block[lo:hi] = True
-            block_cache = None
-            win = slice(0, L)  # the positions the sampler sees: all, or with a cache the query window
-            if cache != "none":  # the refresh forward: one full pass per block, for the rows with work in it
-                todo = (((x == mask_id) & in_block & ~fixed).any(-1)).nonzero().squeeze(-1)
-                if todo.numel():
-                    block_cache = BlockCache(unwrap(model), cache, L, (lo, hi), B, device=x.device)
-                    block_cache.fill(x, todo, attention_mask)
-                    forwards[todo] += 1
-                    win = slice(block_cache.lo, block_cache.hi)
-                    carry, has_carry = None, torch.zeros_like(has_carry)  # a sampler's memory has the window's shape
+            # 0. with a cache: the refresh forward; its logits serve the block's first step
+            block_cache, win, fresh = _open_block(model, cache, x, in_block & ~fixed, (lo, hi), attention_mask, counts, carry)
             for s in range(block_steps):
+                # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
+                w = slice(0, L) if fresh is not None and s == 0 else win
+                if fresh is not None and s == 1:
+                    carry.reset()  # a sampler's memory has the shape of the positions it saw
                 # 1. masked positions of the block; rows with none sit this step out
                 masked = (x == mask_id) & in_block & ~fixed  # (B, L)
                 n_masked = masked.sum(-1)
                 rows = (n_masked > 0).nonzero().squeeze(-1)
                 if rows.numel() == 0:
-                    if advance is not None:
-                        advance(block_steps - s)
+                    advance(block_steps - s)
                     step += block_steps - s
                     break
                 # 2. linear schedule: spread what is left over the steps left
@@ -173,9 +154,9 @@ def generate(
                 budget = torch.div(n_masked[rows] + steps_left - 1, steps_left, rounding_mode="floor")
                 # 3. the sampler's step, on the rows still decoding
                 state = StepState(
-                    x=x[rows, win],
-                    maskable=masked[rows, win],
-                    fixed=fixed[rows, win],
+                    x=x[rows, w],
+                    maskable=masked[rows, w],
+                    fixed=fixed[rows, w],
                     budget=budget,
                     step=step,
                     num_steps=steps,
@@ -183,75 +164,169 @@ def generate(
                     steps_left=steps_left,
                     temperature=temperature,
                     generator=generator,
-                    attention_mask=None if attention_mask is None else attention_mask[rows, win],
-                    carry=None if carry is None or not bool(has_carry[rows].all()) else carry[rows],
+                    attention_mask=None if attention_mask is None else attention_mask[rows, w],
+                    carry=carry.get(rows),
+                    logits=None if fresh is None or s else fresh[rows],
                 )
-                counted = CountingDenoiser(model, rows, forwards, backwards, block_cache)
-                result = sampler.step(counted, state)
+                result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache), state)
                 commit = result.commit & state.maskable
                 if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
                     raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
                 # 4. commit, then optional remasking (never given positions, never the last step)
                 xw = torch.where(commit, result.tokens, state.x)
+                again = None
                 if result.remask is not None and steps_left > 1:
-                    again = result.remask & ~state.fixed & in_block[win] & (xw != mask_id)
-                    remasked[rows] += again.sum(-1)
+                    again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
                     xw = xw.masked_fill(again, mask_id)
                 xr = x[rows]
-                xr[:, win] = xw
+                xr[:, w] = xw
                 if eos_id is not None:  # a row that has ended stops growing: fill its later masks with EOS
                     ended = ((xr == eos_id) & ~fixed[rows]).cumsum(-1) > 0
                     xr = torch.where(ended & (xr == mask_id) & ~fixed[rows], eos_id, xr)
                 x[rows] = xr
-                nsteps[rows] += 1
-                if "steered" in result.info:
-                    if steered is None:
-                        steered = torch.zeros(B, dtype=torch.long, device=x.device)
-                    steered[rows] += torch.tensor(result.info["steered"], dtype=torch.long, device=x.device)
-                if result.carry is not None:
-                    if carry is None:
-                        carry = result.carry.new_zeros((B, *result.carry.shape[1:]))
-                    carry[rows] = result.carry
-                    has_carry[rows] = True
+                counts.add_step(rows, result, again)
+                carry.put(rows, result.carry)
                 # 5. trace
                 if trace:
-                    pred = result.prediction
-                    for j, r in enumerate(rows.tolist()):
-                        pos = commit[j].nonzero().squeeze(-1)
-                        rec = {
-                            "step": step,
-                            "block": block,
-                            "row": r,
-                            "t": state.t,
-                            "budget": int(budget[j]),
-                            "positions": (pos + win.start).tolist(),
-                            "tokens": result.tokens[j, pos].tolist(),
-                            "confidence": [round(v, 6) for v in pred.confidence[j, pos].tolist()],
-                            "entropy": [round(v, 6) for v in pred.entropy[j, pos].tolist()],
-                            "masked_entropy": round(float(pred.entropy[j][state.maskable[j]].sum()), 6),
-                        }
-                        if result.remask is not None:
-                            rec["remasked"] = ((result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1) + win.start).tolist()
-                        rec.update({k: v[j] for k, v in result.info.items()})
-                        if sink is not None:
-                            sink.write(json.dumps(rec) + "\n")
-                        else:
-                            records.append(rec)
+                    records.add(step, block, rows, state, result, commit, budget, w.start)
                 step += 1
-                if advance is not None:
-                    advance(1)
+                advance(1)
     finally:
-        if sink is not None:
-            sink.close()
-        if bar is not None:
-            bar.close()
-    return GenerationOutput(
-        sequences=x,
-        forwards=forwards,
-        backwards=backwards,
-        steps=nsteps,
-        seconds=time.perf_counter() - start,
-        trace=records,
-        remasked=remasked,
-        steered=steered,
-    )
+        records.close()
+        close_bar()
+    return counts.output(x, time.perf_counter() - start, records.records)
+
+
+class _Counts:
+    """Per-row accounting of one call: passes, steps, remasked positions, steered steps."""
+
+    def __init__(self, batch: int, device: torch.device) -> None:
+        zeros = lambda: torch.zeros(batch, dtype=torch.long, device=device)
+        self.forwards, self.backwards, self.steps, self.remasked = zeros(), zeros(), zeros(), zeros()
+        self.steered: Tensor | None = None
+        self._zeros = zeros
+
+    def add_step(self, rows: Tensor, result: Any, remasked: Tensor | None) -> None:
+        """Count one step of ``rows``; ``remasked`` (R, W) bool, the positions masked again."""
+        self.steps[rows] += 1
+        if remasked is not None:
+            self.remasked[rows] += remasked.sum(-1)
+        if "steered" in result.info:
+            if self.steered is None:
+                self.steered = self._zeros()
+            self.steered[rows] += torch.tensor(result.info["steered"], dtype=torch.long, device=rows.device)
+
+    def output(self, x: Tensor, seconds: float, trace: list[dict[str, Any]]) -> GenerationOutput:
+        return GenerationOutput(
+            sequences=x,
+            forwards=self.forwards,
+            backwards=self.backwards,
+            steps=self.steps,
+            seconds=seconds,
+            trace=trace,
+            remasked=self.remasked,
+            steered=self.steered,
+        )
+
+
+class _Carry:
+    """Each row's sampler memory from its previous step (``StepResult.carry``)."""
+
+    def __init__(self, batch: int, device: torch.device) -> None:
+        self.value: Tensor | None = None  # (B, ...)
+        self.has = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def get(self, rows: Tensor) -> Tensor | None:
+        """The rows' memory, or None unless every one of them has some."""
+        return None if self.value is None or not bool(self.has[rows].all()) else self.value[rows]
+
+    def put(self, rows: Tensor, value: Tensor | None) -> None:
+        if value is None:
+            return
+        if self.value is None:
+            self.value = value.new_zeros((self.has.shape[0], *value.shape[1:]))
+        self.value[rows] = value
+        self.has[rows] = True
+
+    def reset(self) -> None:
+        self.value = None
+        self.has = torch.zeros_like(self.has)
+
+
+class _Trace:
+    """Per-step records, in memory or written as JSONL to a path (``generate``'s ``trace``)."""
+
+    def __init__(self, trace: bool | str | Path | None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
+
+    def add(self, step: int, block: int, rows: Tensor, state: StepState, result: Any, commit: Tensor, budget: Tensor, offset: int) -> None:
+        """One record per row of this step; positions are shifted by the window's ``offset``."""
+        pred = result.prediction
+        for j, r in enumerate(rows.tolist()):
+            pos = commit[j].nonzero().squeeze(-1)
+            rec = {
+                "step": step,
+                "block": block,
+                "row": r,
+                "t": state.t,
+                "budget": int(budget[j]),
+                "positions": (pos + offset).tolist(),
+                "tokens": result.tokens[j, pos].tolist(),
+                "confidence": [round(v, 6) for v in pred.confidence[j, pos].tolist()],
+                "entropy": [round(v, 6) for v in pred.entropy[j, pos].tolist()],
+                "masked_entropy": round(float(pred.entropy[j][state.maskable[j]].sum()), 6),
+            }
+            if result.remask is not None:
+                rec["remasked"] = ((result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1) + offset).tolist()
+            rec.update({k: v[j] for k, v in result.info.items()})
+            if self.sink is not None:
+                self.sink.write(json.dumps(rec) + "\n")
+            else:
+                self.records.append(rec)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _progress(progress: bool | Callable[[int], object], steps: int, name: str) -> tuple[Callable[[int], object], Callable[[], None]]:
+    """``(advance, close)``: a caller's callable, a progress bar over ``steps``, or no-ops."""
+    if callable(progress):
+        return progress, lambda: None
+    if progress:
+        from tabes.progress import progress_bar
+
+        bar = progress_bar(steps, f"decoding ({name})", "step")
+        return bar.update, bar.close
+    return (lambda n: None), (lambda: None)
+
+
+def _open_block(
+    model: Denoiser,
+    cache: str,
+    x: Tensor,
+    block_masks: Tensor,
+    span: tuple[int, int],
+    attention_mask: Tensor | None,
+    counts: _Counts,
+    carry: _Carry,
+) -> tuple[BlockCache | None, slice, Tensor | None]:
+    """Start a block: ``(block_cache, window, fresh)``.
+
+    Without a cache: ``(None, all positions, None)``. With one, the refresh forward runs for the
+    rows with masked positions in the block (``block_masks`` (L,) bool: the block's positions
+    that may be generated) and is counted; the window is the cache's query positions, and
+    ``fresh`` (B, L, V) holds the refresh forward's logits for the block's first step, which sees
+    the whole sequence (Fast-dLLM's semantics: no second forward on the same ids, and that
+    step's top-k over the whole row). A sampler's memory is reset.
+    """
+    L = x.shape[1]
+    todo = ((x == model.mask_id) & block_masks).any(-1).nonzero().squeeze(-1)
+    if cache == "none" or not todo.numel():
+        return None, slice(0, L), None
+    block_cache = BlockCache(unwrap(model), cache, L, span, x.shape[0], device=x.device)
+    block_cache.fill(x, todo, attention_mask)
+    counts.forwards[todo] += 1
+    carry.reset()
+    return block_cache, slice(block_cache.lo, block_cache.hi), block_cache.stale

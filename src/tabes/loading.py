@@ -52,12 +52,14 @@ def load(
     Raises ``FileNotFoundError`` for a missing folder or file and ``ValueError`` for a folder
     that holds no model this version can load.
     """
+    from tabes.hardware import warn_slow_bf16
     from tabes.models.mdm import MDM, MODEL_TYPE
 
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
+    warn_slow_bf16(dtype, device)  # one line on a CPU that emulates bf16
     if path is None or (str(path) in SHIPPED and not Path(path).exists()):
         path = default_model_path(str(path or "sudoku"))
     path = Path(path)

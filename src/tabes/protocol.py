@@ -79,6 +79,8 @@ class GenerationOutput:
         steered: (B,) long, steps on which the sampler reported ``info["steered"]`` true for
             the row (BoE: steps that ran the surrogate and the backward); None when the
             sampler does not report it.
+        search: per-row counts of a search (``dfs``: ``nodes``, ``backtracks``, ``solved``,
+            ``gave_up``, each (B,)); None for the step loop.
     """
 
     sequences: Tensor
@@ -89,6 +91,7 @@ class GenerationOutput:
     trace: list[dict[str, Any]] = field(default_factory=list)
     remasked: Tensor | None = None
     steered: Tensor | None = None
+    search: dict[str, Tensor] | None = None
 
     @property
     def fwd_equiv(self) -> Tensor:
@@ -103,7 +106,8 @@ class Prediction:
     Attributes:
         logits: (B, L, V) float, mask logit set to -inf.
         tokens: (B, L) long, proposed token (argmax, or Gumbel-max sample at temperature > 0).
-        confidence: (B, L) float32, probability of the proposed token.
+        confidence: (B, L) float64, probability of the proposed token (a float64 softmax at
+            the positions that needed a proposal, so near-certain tokens still order).
         entropy: (B, L) float32, entropy of the distribution in nats at the positions that
             needed a proposal (``where`` of :func:`predict`), 0 elsewhere.
         lse: (B, L) float32, log-sum-exp of ``logits`` over the vocabulary.
@@ -176,8 +180,10 @@ def predict(
         u = torch.rand((idx[0].numel(), logits.shape[-1]), generator=generator, dtype=torch.float64, device=logits.device)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
         tokens[idx] = (logp.double() / temperature + gumbel).float().argmax(-1)
-    confidence = (lf.gather(-1, tokens[..., None]).squeeze(-1) - lse).exp().float()
-    confidence[idx] = logp.gather(-1, tokens[idx][:, None]).squeeze(-1).exp().float()  # the same values, rounded as the entropy's
+    confidence = (lf.gather(-1, tokens[..., None]).squeeze(-1) - lse).exp().double()
+    # where a proposal is needed, the probability as LLaDA's and Fast-dLLM's decoders take it: a float64
+    # softmax. A float32 probability saturates at 1.0 above 1 - 6e-8, and near-certain tokens then tie
+    confidence[idx] = torch.softmax(lf[idx].double(), dim=-1).gather(-1, tokens[idx][:, None]).squeeze(-1)
     entropy = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
     entropy[idx] = (-(logp.exp() * logp.clamp_min(-1e4)).sum(-1)).float()
     return Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=entropy, lse=lse)

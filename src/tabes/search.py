@@ -125,6 +125,9 @@ class BestOfN:
         return GenerationOutput(x, forwards, backwards, nsteps, time.perf_counter() - start, records)
 
 
+from tabes import dfs  # noqa: E402, F401  (registers the dfs search beside bon)
+
+
 def is_search(sampler: object) -> bool:
     """True for a registered search (it runs whole decodes), False for a step sampler."""
     return hasattr(sampler, "run") and not hasattr(sampler, "step")
@@ -137,10 +140,12 @@ def decode(
     sampler: str | Sampler | BestOfN = "confidence",
     steps: int,
     trace: bool | str | Path | None = None,
+    constraints: Any = None,
     **kwargs: Any,
 ) -> GenerationOutput:
     """Decode ``ids`` with any registered spec: a step sampler runs :func:`tabes.generate.generate`,
-    a search (``bon``) runs its own search above it. Arguments as for ``generate``.
+    a search (``bon``, ``dfs``) runs its own search above it. Arguments as for ``generate``;
+    ``constraints`` (a task's :class:`tabes.dfs.Constraints`) is for ``dfs`` and ignored by the others.
 
     Example:
         >>> out = decode(model, ids, sampler="bon:n=4,base=margin", steps=27)  # doctest: +SKIP
@@ -157,4 +162,6 @@ def decode(
     kwargs.pop("cache", None)
     kwargs.pop("progress", None)  # a search reports no per-step progress
     kwargs.pop("temperature", None)  # the search's own temperature drives its particles
+    if constraints is not None:
+        kwargs["constraints"] = constraints
     return sampler.run(model, ids, steps=steps, trace=bool(trace), **kwargs)

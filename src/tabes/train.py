@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -39,7 +40,7 @@ from tabes.files import atomic_path, atomic_write_text
 from tabes.models.mdm import MDM, MDMConfig
 from tabes.tasks import sudoku
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 TASKS = ("sudoku", "text")
 
 
@@ -73,8 +74,12 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     model: dict = field(default_factory=dict)  # MDMConfig overrides for a new run
-    precision: str = "bf16"  # "bf16": bfloat16 autocast with float32 master weights; "fp32": plain float32
-    compile: bool = True  # torch.compile the training forward and loss (falls back to eager if it fails)
+    # "bf16": bfloat16 autocast with float32 master weights; "fp32": plain float32; "auto": bf16 only where
+    # this machine runs it faster than float32 (tabes.hardware.choose_precision)
+    precision: str = "auto"
+    # torch.compile the training forward and loss (falls back to eager if it fails); None: only where it
+    # pays on this machine (tabes.hardware.choose_compile)
+    compile: bool | None = None
     hard_frac: float = 0.5  # fraction of puzzle samples drawn from the pool's hard puzzles (see hard_min_blanks)
     hard_min_blanks: int = 45  # a puzzle is hard when singles leave at least this many blanks (1: singles do not solve it)
     closure_frac: float = 0.5  # fraction of puzzle samples that are stuck states (see make_batch)
@@ -236,13 +241,45 @@ def mdm_loss(
     return (ce * masked).sum() / masked.sum().clamp_min(1)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on embeddings, norms, biases)."""
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, *, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on embeddings, norms, biases).
+
+    ``fused``: PyTorch's fused AdamW kernel where the parameters' device has one (CPU and CUDA):
+    the same update in one kernel per parameter group (about 3% of a CPU training step).
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.dim() >= 2 and "tok" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+    fused = fused and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), **({"fused": True} if fused else {}))
+
+
+def resolve_speed(precision: str, compile: bool | None, device: str | torch.device = "cpu") -> tuple[str, bool, str]:
+    """The precision and compilation a training run uses: ``(precision, compile, reason)``.
+
+    ``precision="auto"`` and ``compile=None`` are decided by this machine
+    (:func:`tabes.hardware.choose_precision`, :func:`tabes.hardware.choose_compile`); explicit
+    values are kept. ``reason`` is one line for the log.
+    """
+    from tabes.hardware import choose_compile, choose_precision, cpu_info
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    why = []
+    if precision == "auto":
+        precision, reason = choose_precision(device)
+        why.append(f"precision {precision} (auto: {reason})")
+    else:
+        why.append(f"precision {precision} (as asked)")
+    if compile is None:
+        compile, reason = choose_compile(device, precision)
+        why.append(f"torch.compile {'on' if compile else 'off'} (auto: {reason})")
+    else:
+        why.append(f"torch.compile {'on' if compile else 'off'} (as asked)")
+    if torch.device(device).type == "cpu":
+        why.append(f"CPU {cpu_info().describe()}")
+    return precision, compile, "; ".join(why)
 
 
 class TrainStep:
@@ -475,7 +512,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         ema.eval().requires_grad_(False)
         ema_params, params = list(ema.parameters()), list(model.parameters())
 
-    train_step = TrainStep(net, opt, precision=cfg.precision, compile=cfg.compile, weighting=cfg.weighting)
+    device = next(net.parameters()).device
+    precision, compile, why = resolve_speed(cfg.precision, cfg.compile, device)
+    print(f"tabes train: {why}", file=sys.stderr)
+    state["speed"] = {"precision": precision, "compile": compile, "why": why}
+    train_step = TrainStep(net, opt, precision=precision, compile=compile, weighting=cfg.weighting)
     log_path = out / "train_log.jsonl"
     if resume and log_path.is_file():  # drop records written after the checkpoint we resume from
         kept = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= state["step"]]

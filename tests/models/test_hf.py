@@ -307,9 +307,15 @@ def test_generate_boe_in_bfloat16_reports_the_backward_attention(arch, tmp_path,
     model.save_pretrained(tmp_path / arch)
     tok.save_pretrained(tmp_path / arch)
     args = ["generate", "--model", str(tmp_path / arch), "--prompt", "Question: Ann has 12 cards.", "--sampler", "boe"]
+    from tabes.hardware import _bf16_warned, cpu_info
+
+    _bf16_warned.cache_clear()
     assert main([*args, "--dtype", "bfloat16", "--steps", "4", "--gen-length", "8", "--json"]) == 0
-    rec = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    rec = json.loads(captured.out)
     assert rec["backwards"] >= 1
+    warned = [line for line in captured.err.splitlines() if "bfloat16 on this CPU" in line]
+    assert len(warned) == (1 if cpu_info().bf16_native is False else 0)  # one line where bf16 is emulated
     major = int(transformers.__version__.split(".")[0])
     assert rec["backward_attention"] == ("aqa" if major >= 5 else "dense")
 

@@ -6,11 +6,18 @@ for ``steps`` steps. The settings are interleaved step by step in one process, s
 machine slows them alike. Settings:
 
 - ``baseline``: the trainer before this benchmark existed: float32, eager, PyTorch's
-  ``scaled_dot_product_attention`` for the dense attention;
+  ``scaled_dot_product_attention`` for the dense attention, the unfused AdamW;
 - ``bf16-sdpa``: bfloat16 autocast (float32 master weights), eager, PyTorch's attention;
 - ``bf16``: the same with the explicit attention of :func:`tabes.ops.aqa.dense_attention`;
+- ``fp32``: float32, eager, explicit attention;
 - ``fp32-compile``: float32, ``torch.compile``, explicit attention;
-- ``default``: what ``tabes train`` uses (:class:`tabes.train.TrainConfig` defaults).
+- ``default``: what ``tabes train`` uses on this machine: :class:`tabes.train.TrainConfig`'s
+  defaults, with precision and compilation decided by :func:`tabes.train.resolve_speed`.
+
+Every setting but ``baseline`` uses the fused AdamW. Every row carries ``cpu``, the CPU
+capability (``torch.backends.cpu.get_cpu_capability()`` and whether it has native bf16), and
+``why``, the reason for the default's choice. The default setting list leaves out the bf16
+settings on a CPU without native bf16, where one bf16 step can take minutes.
 
 A step is the whole optimisation step as the trainer runs it (batch sampling and masking,
 forward, loss, backward, clipping, AdamW). ``samples_per_s`` uses the median step time after
@@ -22,44 +29,53 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from tabes.hardware import cpu_info
 from tabes.loading import default_model_path
 from tabes.models.mdm import MDM, read_config
 from tabes.ops.aqa import kernels
 from tabes.tasks import sudoku
-from tabes.train import TrainConfig, TrainStep, hard_flags, make_batch, make_optimizer, sample_indices
+from tabes.train import TrainConfig, TrainStep, hard_flags, make_batch, make_optimizer, resolve_speed, sample_indices
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One training configuration of the benchmark."""
+    """One training configuration of the benchmark (``precision="auto"``, ``compile=None``: decided
+    by the machine, as ``tabes train`` decides them)."""
 
     name: str
     precision: str
-    compile: bool
+    compile: bool | None
     kernel: str = "explicit"
+    fused_adam: bool = True
 
 
 SETTINGS = {
     s.name: s
     for s in (
-        Setting("baseline", "fp32", False, "sdpa"),
+        Setting("baseline", "fp32", False, "sdpa", fused_adam=False),
         Setting("bf16-sdpa", "bf16", False, "sdpa"),
         Setting("bf16", "bf16", False),
+        Setting("fp32", "fp32", False),
         Setting("fp32-compile", "fp32", True),
         Setting("default", TrainConfig.precision, TrainConfig.compile),
     )
 }
 
 
+def default_settings() -> list[str]:
+    """``baseline`` and ``default``, plus ``bf16`` where the CPU has native bf16 (or may have it)."""
+    return ["baseline", "default"] if cpu_info().bf16_native is False else ["baseline", "bf16", "default"]
+
+
 def run_train_bench(
     settings: list[str],
     *,
-    steps: int = 300,
+    steps: int = 60,
     batch_size: int = 128,
     pool: int | None = None,
     warmup: int = 5,
@@ -81,10 +97,12 @@ def run_train_bench(
     runs = []
     for name in settings:
         s = SETTINGS[name]
+        precision, compile, why = resolve_speed(s.precision, s.compile)
+        s = replace(s, precision=precision, compile=compile)
         torch.manual_seed(seed)
         model = MDM(arch).train()
-        step = TrainStep(model, make_optimizer(model, 1e-3, 0.01), precision=s.precision, compile=s.compile)
-        runs.append((s, step, [], []))
+        step = TrainStep(model, make_optimizer(model, 1e-3, 0.01, fused=s.fused_adam), precision=precision, compile=compile)
+        runs.append((s, step, [], [], why))
     rng = np.random.default_rng(seed)
     bar = None
     if progress:
@@ -94,7 +112,7 @@ def run_train_bench(
     for _i in range(steps):
         idx = sample_indices(hard, batch_size, TrainConfig.hard_frac, rng)
         batch_rng_state = rng.bit_generator.state
-        for s, step, times, losses in runs:
+        for s, step, times, losses, _ in runs:
             rng.bit_generator.state = batch_rng_state  # the same masks for every setting
             t0 = time.perf_counter()
             with kernels(dense=s.kernel):
@@ -105,7 +123,8 @@ def run_train_bench(
     if bar is not None:
         bar.close()
     rows = []
-    for s, _, times, losses in runs:
+    cpu = cpu_info().describe()  # the benchmark trains on the CPU
+    for s, _, times, losses, why in runs:
         per_step = statistics.median(times[warmup:])
         rows.append(
             {
@@ -113,6 +132,9 @@ def run_train_bench(
                 "precision": s.precision,
                 "compile": s.compile,
                 "attention": s.kernel,
+                "fused_adam": s.fused_adam,
+                "cpu": cpu,
+                "why": why,
                 "samples_per_s": round(batch_size / per_step, 1),
                 "loss_first": round(float(np.mean(losses[:window])), 4),
                 "loss_last": round(float(np.mean(losses[-window:])), 4),

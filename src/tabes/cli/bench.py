@@ -57,8 +57,12 @@ def add_parsers(sub) -> None:
 
     b = bench.add_parser("train", help="training samples/s of the shipped Sudoku architecture per setting (side by side)")
     names = "baseline, bf16-sdpa, bf16, fp32-compile, default"
-    b.add_argument("--settings", type=csv_list(str), default=["baseline", "bf16", "default"], help=names)
-    b.add_argument("--steps", type=positive_int, default=200)
+    b.add_argument(
+        "--settings",
+        type=csv_list(str),
+        help=f"{names} (default: baseline, default, and bf16 where the CPU has native bf16)",
+    )
+    b.add_argument("--steps", type=positive_int, default=60)
     b.add_argument("--batch-size", type=positive_int, default=128)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="folder for train_bench.json (with the per-step losses) and train_curve.png")
@@ -194,11 +198,12 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from tabes.bench.train import loss_curve_png, run_train_bench
+    from tabes.bench.train import default_settings, loss_curve_png, run_train_bench
     from tabes.files import atomic_write_text, check_output_dir
 
     out = check_output_dir(args.out, "--out") if args.out else None
-    rows = run_train_bench(args.settings, steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=not args.json)
+    settings = args.settings or default_settings()
+    rows = run_train_bench(settings, steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=not args.json)
     if out is not None:
         atomic_write_text(out / "train_bench.json", json.dumps(rows, indent=1) + "\n")
         loss_curve_png(rows, out / "train_curve.png")
@@ -206,15 +211,22 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         print(json.dumps([{k: v for k, v in r.items() if k != "losses"} for r in rows]))
         return 0
     print(f"Training throughput, shipped Sudoku architecture, batch {args.batch_size}, {args.steps} steps, {rows[0]['threads']} threads")
-    print(f"{'setting':<14}{'samples/s':>10}{'speedup':>9}{'loss first':>12}{'loss last':>11}")
+    print(f"CPU: {rows[0]['cpu']}")
+    print(f"{'setting':<14}{'precision':>10}{'compile':>8}{'samples/s':>10}{'speedup':>9}{'loss first':>12}{'loss last':>11}")
     for r in rows:
-        print(f"{r['setting']:<14}{r['samples_per_s']:>10.1f}{r['speedup'] or 0:>9.2f}{r['loss_first']:>12.4f}{r['loss_last']:>11.4f}")
+        cells = f"{r['setting']:<14}{r['precision']:>10}{'on' if r['compile'] else 'off':>8}{r['samples_per_s']:>10.1f}"
+        print(cells + f"{r['speedup'] or 0:>9.2f}{r['loss_first']:>12.4f}{r['loss_last']:>11.4f}")
+    default = next((r for r in rows if r["setting"] == "default"), None)
+    if default is not None:
+        print(f"default: {default['why']}")
     return 0
 
 
 def cmd_bench_aqa(args: argparse.Namespace) -> int:
     from tabes.bench.aqa import AQABenchConfig, run_aqa_bench
+    from tabes.hardware import warn_slow_bf16
 
+    warn_slow_bf16(args.dtype, args.device)
     if any(n <= 0 for n in args.layers):
         raise ValueError(f"--layers must be positive, got {args.layers}")
     rows = []
@@ -245,7 +257,9 @@ def cmd_bench_cache(args: argparse.Namespace) -> int:
 
     from tabes.bench.cache import CacheBenchConfig, run_cache_bench
     from tabes.cache import check_cache_mode
+    from tabes.hardware import warn_slow_bf16
 
+    warn_slow_bf16(args.dtype, args.device)
     for c in args.caches:
         check_cache_mode(c)
     cfg = CacheBenchConfig(

@@ -31,7 +31,11 @@ def add_parsers(sub) -> None:
         default="none",
         help="block KV cache (Fast-dLLM): refreshed at each block start; use with --block-length",
     )
-    p.add_argument("--no-eos-stop", action="store_true", help="keep decoding after an EOS token")
+    p.add_argument(
+        "--eos-fill",
+        action="store_true",
+        help="once a row commits EOS, fill its later masks with EOS (fewer passes, but not the reference decoders' tokens)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -69,7 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sampler=sampler,
         temperature=args.temperature,
         seed=args.seed,
-        stop_at_eos=not args.no_eos_stop,
+        eos_fill=args.eos_fill,
         cache=args.cache,
     )
     out = res.output

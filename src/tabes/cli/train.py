@@ -11,7 +11,11 @@ from tabes.cli.common import UserError, fraction, model_option, nonneg_int, posi
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train (or resume) a Sudoku MDM on generated puzzles, or the text-demo model on word problems")
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a Sudoku MDM on generated puzzles, or the text-demo model on word problems",
+        formatter_class=_MachineHelp,
+    )
     p.add_argument("task", choices=["sudoku", "text"], help="sudoku: our MDM; text: a ModernBERT masked LM on generated word problems")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
@@ -20,8 +24,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=nonneg_int, default=200, help="linear learning-rate warm-up steps")
     p.add_argument("--decay-frac", type=fraction, default=0.2, help="the last fraction of --max-steps decays the learning rate to 5%%")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16: bfloat16 autocast, float32 weights")
-    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the training step")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16: bfloat16 autocast, float32 weights; auto: bf16 only where this machine runs it faster than float32 (here: @PRECISION@)",
+    )
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="torch.compile the training step; auto: only where it pays (here: @COMPILE@)",
+    )
+    p.add_argument("--no-compile", action="store_true", help="the same as --compile off")
     p.add_argument("--hard-frac", type=fraction, default=0.5, help="share of each batch drawn from puzzles that singles do not solve")
     p.add_argument(
         "--hard-min-blanks",
@@ -69,6 +84,20 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+class _MachineHelp(argparse.HelpFormatter):
+    """Fills the help's @PRECISION@ and @COMPILE@ with this machine's choice, only when help is shown."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        if "@PRECISION@" in text or "@COMPILE@" in text:
+            from tabes.hardware import choose_compile, choose_precision
+
+            precision, why_p = choose_precision("cpu")
+            compile, why_c = choose_compile("cpu", precision)
+            text = text.replace("@PRECISION@", f"{precision}, {why_p}").replace("@COMPILE@", f"{'on' if compile else 'off'}, {why_c}")
+        return text
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tabes.files import check_output_dir
     from tabes.train import TrainConfig, train
@@ -78,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     same += ("hard_min_blanks", "closure_frac", "harden", "harden_blanks", "ema")
     cfg = TrainConfig(
         **{name: getattr(args, name) for name in same},
-        compile=not args.no_compile,
+        compile=False if args.no_compile else {"auto": None, "on": True, "off": False}[args.compile],
         pool_dirs=args.pool_dir or [],
         model=dict(model_option(item) for item in args.model_opt or []),
     )

@@ -32,8 +32,9 @@ Model arguments (``model_args``, comma-separated ``key=value``):
 - ``steps``, ``gen_length``, ``block_length``: denoising steps for ``gen_length`` tokens and
   the block length. A request asking for fewer tokens (``max_gen_toks``) decodes
   ``min(max_gen_toks, gen_length)`` tokens with proportionally fewer steps;
-- ``temperature`` (0 = greedy), ``seed``, ``batch_size``, ``eos_stop`` (``false`` lets rows
-  run past an EOS token: EOS "flooding" is then decoded like any other token);
+- ``temperature`` (0 = greedy), ``seed``, ``batch_size``, ``eos_fill`` (``true``: once a row
+  commits EOS its later masks become EOS at once; faster, but not the reference decoders'
+  tokens, see :mod:`tabes.tasks.text`; default ``false``);
 - ``kind``, ``mask_id``, ``trust_remote_code``, ``device``, ``dtype`` (``float32``,
   ``bfloat16``, ``float16``), ``allow_pickle``: passed to :func:`tabes.load` (``device``
   defaults to CUDA when available; a CUDA device on a machine without one falls back to the
@@ -147,7 +148,7 @@ class TabesLM(LM):
         temperature: float = 0.0,
         seed: int = 0,
         batch_size: int | str = 1,
-        eos_stop: bool | str = True,
+        eos_fill: bool | str = False,
         kind: str | None = None,
         mask_id: int | None = None,
         trust_remote_code: bool | str = False,
@@ -188,7 +189,7 @@ class TabesLM(LM):
         self.seed = int(seed)
         # "auto" (the harness's batch-size search) is not supported: it falls back to 1
         self.batch_size_per_gpu = 1 if str(batch_size).startswith("auto") else _to_int("batch_size", batch_size)
-        self.eos_stop = _to_bool("eos_stop", eos_stop)
+        self.eos_fill = _to_bool("eos_fill", eos_fill)
         self.cache = check_cache_mode(str(cache))
         self._device = torch.device(device)  # where the harness puts its small tensors
         self._rank, self._world_size = dist.world()
@@ -230,7 +231,7 @@ class TabesLM(LM):
             sampler=self.sampler,
             temperature=self.temperature,
             seed=seed,
-            stop_at_eos=self.eos_stop,
+            eos_fill=self.eos_fill,
             cache=self.cache if block is not None else "none",  # the cache works per block
         )
         return res.texts

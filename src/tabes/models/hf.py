@@ -60,14 +60,17 @@ class _CacheCall:
 
     Filling (``kv`` None): keep each layer's keys and values at ``context`` (Lc,) long.
     Using: put layer i's cached keys and values before the call's own; ``key_bias`` (B, 1, 1,
-    Lc + Lq) replaces the model's mask, ``active`` (B, Lq) are the AQA rows. Layers are counted
-    in call order (one attention call per layer and forward).
+    Lc + Lq) or None replaces the model's mask, ``active`` (B, Lq) are the AQA rows. Without
+    AQA rows, ``order`` (Lc + Lq,) long, when given, puts the keys in position order, so that a
+    cached step sums over the keys in the order the full forward does. Layers are counted in
+    call order (one attention call per layer and forward).
     """
 
     context: Tensor | None = None
     kv: LayerKV | None = None
     positions: Tensor | None = None  # (Lq,) the query positions (LLaDA's RoPE hook reads them)
     key_bias: Tensor | None = None
+    order: Tensor | None = None
     active: Tensor | None = None
     mode: str = "exact"  # the AQA mode of ``active``
     keys: list[Tensor] = field(default_factory=list)
@@ -115,7 +118,11 @@ def tabes_aqa_attention(
     if scaling is not None:  # our kernel scales by 1/sqrt(Dh); fold any other scale into q
         query = query * (scaling * math.sqrt(query.shape[-1]))
     if cache is not None and cache.kv is not None:
-        out = attention_to_keys(query, key, value, bias=cache.key_bias.to(query.dtype), active=cache.active, mode=cache.mode)
+        key_bias = None if cache.key_bias is None else cache.key_bias.to(query.dtype)
+        if cache.active is None and cache.order is not None:  # keys in position order, as the full forward has them
+            key, value = key[:, :, cache.order], value[:, :, cache.order]
+            key_bias = None if key_bias is None else key_bias[..., cache.order]
+        out = attention_to_keys(query, key, value, bias=key_bias, active=cache.active, mode=cache.mode)
         return out.transpose(1, 2).contiguous(), None
     state = _ACTIVE.get()
     called = _CALLED.get()
@@ -384,15 +391,17 @@ class HFDenoiser:
         self._check_cache()
         B, Lq, _ = embeds.shape
         keys = torch.cat([kv.positions.to(embeds.device), positions.to(embeds.device)])
-        key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
+        order = None if bool((keys[1:] > keys[:-1]).all()) else keys.argsort()  # dual: the block sits between context keys
+        key_bias = None
         if attention_mask is not None and self._llada is None:  # LLaDA's own attention ignores padding, so does its cache
+            key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
             key_bias = key_bias.masked_fill(~attention_mask.bool()[:, None, None, keys], float("-inf"))
         extra = {}
         if self._llada is None:  # LLaDA: the RoPE hook places the queries
             extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else _padded_positions(attention_mask)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
-        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, active=active, positions=positions, mode=self.aqa_mode))
+        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, order=order, active=active, positions=positions, mode=self.aqa_mode))
         try:
             return self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits
         finally:

@@ -33,6 +33,9 @@ class StepState:
         carry: what this sampler returned as ``StepResult.carry`` at the row's previous step
             (rows of this step), or None at a row's first step: per-row memory across steps,
             e.g. the previous step's distributions (KLASS).
+        logits: (B, L, V) logits of ``x`` from a forward the loop already ran and counted (a
+            cached block's refresh forward, at the block's first step), or None.
+            :meth:`predict` uses them instead of a new forward, as Fast-dLLM does.
     """
 
     x: Tensor
@@ -47,10 +50,13 @@ class StepState:
     attention_mask: Tensor | None = None
     steps_left: int = 1
     carry: Tensor | None = None
+    logits: Tensor | None = None
 
     def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
-        """One forward pass on ``x`` (default: the current ids) with this step's temperature."""
-        x = self.x if x is None else x
+        """One forward pass on ``x`` (default: the current ids, whose ``self.logits`` are reused
+        when the loop has them) with this step's temperature."""
+        if x is None:
+            x, logits = self.x, self.logits if logits is None else logits
         where = x == model.mask_id
         return predict(
             model,
@@ -104,21 +110,23 @@ def top_k_mask(scores: Tensor, allowed: Tensor, k: Tensor) -> Tensor:
     """Select the ``k[b]`` highest-scoring allowed positions of each row.
 
     Args:
-        scores: (B, L) float; higher is better.
+        scores: (B, L) float; higher is better (float64 scores are compared in float64).
         allowed: (B, L) bool.
         k: (B,) long, clamped to the number of allowed positions.
 
     Returns:
-        (B, L) bool mask. Ties are broken by position (lower first), so results do not depend
-        on the batch a row is decoded in.
+        (B, L) bool mask. Each row is chosen on its own by ``torch.topk`` over the row with
+        ``-inf`` outside ``allowed``, exactly as LLaDA's ``generate.py`` and Fast-dLLM choose
+        (``torch.topk(confidence[j], k)``), so exact ties (probabilities that round to 1.0) fall
+        as they fall there, and a row's choice does not depend on the batch it is decoded in.
     """
-    s = scores.float().masked_fill(~allowed, float("-inf"))
-    # stable descending sort: equal scores keep position order
-    order = torch.sort(s, dim=-1, descending=True, stable=True).indices  # (B, L)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
+    s = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~allowed, float("-inf"))  # float64 stays float64
     k = torch.minimum(k, allowed.sum(-1))
-    return (rank < k[:, None]) & allowed
+    out = torch.zeros_like(allowed)
+    for b, kb in enumerate(k.tolist()):
+        if kb > 0:
+            out[b, torch.topk(s[b], kb).indices] = True
+    return out & allowed
 
 
 def config_fields(config: Any) -> dict[str, Any]:

@@ -2,9 +2,18 @@
 
 Each prompt is tokenized without special tokens, left-padded to the longest prompt (padding
 is hidden by the attention mask) and followed by ``gen_length`` mask tokens, which
-:func:`tabes.generate` fills, optionally block by block. With ``stop_at_eos`` a row that
-commits the EOS token stops growing (its later positions become EOS without further passes),
-and the text is cut at the first EOS.
+:func:`tabes.generate` fills, optionally block by block, as LLaDA's ``generate.py`` and
+Fast-dLLM do: every generated position is decoded, and the text is cut at the first EOS.
+
+The padding token is the tokenizer's pad token, else its EOS token; never the mask token (a
+padding position holding the mask id would be decoded as text, and the blocks would start in
+the padding). A tokenizer that has neither, or whose pad token is the mask token, is refused
+when a batch needs padding.
+
+``eos_fill=True`` is a shortcut no reference decoder takes: once a row commits EOS, every later
+masked position becomes EOS at once, with no further passes for that row. It saves passes,
+but it changes the tokens: a position after the EOS no longer competes for the step budget,
+so the positions that are still decoded (before the EOS too) are chosen differently.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
     tok = model.tokenizer
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     P = max(len(e) for e in encoded)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else model.mask_id
+    pad = pad_id(model) if any(len(e) < P for e in encoded) else model.mask_id  # the value is unused without padding
     B, L = len(prompts), P + gen_length
     limit = getattr(model, "max_positions", None)
     if limit is not None and limit < L:
@@ -47,6 +56,20 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
     return ids, attention_mask, P
 
 
+def pad_id(model) -> int:
+    """The id that pads prompts: the tokenizer's pad token, else its EOS token, never the mask.
+
+    Raises ``ValueError`` when the tokenizer has neither, or when the candidate is the mask id.
+    """
+    tok = model.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad is None:
+        raise ValueError("prompts of different lengths need padding, but the tokenizer has no pad token and no EOS token; set one")
+    if pad == model.mask_id:
+        raise ValueError(f"the tokenizer's pad token id {pad} is the mask id: padding would be decoded as text; set another pad token")
+    return pad
+
+
 def generate_text(
     model,
     prompts: list[str],
@@ -57,10 +80,13 @@ def generate_text(
     sampler="confidence",
     temperature: float = 0.0,
     seed: int = 0,
-    stop_at_eos: bool = True,
+    eos_fill: bool = False,
     cache: str = "none",
 ) -> TextResult:
-    """Complete each prompt with ``gen_length`` generated tokens.
+    """Complete each prompt with ``gen_length`` generated tokens (the text ends at the first EOS).
+
+    ``eos_fill``: fill a row's later masks with EOS once it commits one (faster, but not the
+    reference decoders' tokens; see the module docstring).
 
     Example:
         >>> res = generate_text(tabes.load("path/to/llada"), ["2 + 2 ="], gen_length=32, steps=32, block_length=8)  # doctest: +SKIP
@@ -74,7 +100,7 @@ def generate_text(
         raise ValueError("no prompts given")
     ids, attention_mask, P = encode_prompts(model, prompts, gen_length)
     B = len(prompts)
-    eos = tok.eos_token_id if stop_at_eos else None
+    eos = tok.eos_token_id
     out = decode(
         model,
         ids,
@@ -84,7 +110,7 @@ def generate_text(
         temperature=temperature,
         generator=torch.Generator().manual_seed(seed),
         attention_mask=attention_mask,
-        eos_id=eos,
+        eos_id=eos if eos_fill else None,
         **({} if cache == "none" else {"cache": cache}),
     )
     texts = []
