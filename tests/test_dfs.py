@@ -7,7 +7,7 @@ import torch
 
 from tabes.search import decode
 from tabes.tasks import sudoku
-from tabes.tasks.sudoku_rules import SudokuRules
+from tabes.tasks.sudoku.rules import SudokuRules
 
 # a puzzle that naked and hidden singles do not solve, one with a blank that has no candidate,
 # and one whose givens already clash
@@ -78,3 +78,9 @@ def test_errors_name_the_problem(tiny_sudoku_model):
         decode(tiny_sudoku_model, _ids(HARD), sampler="dfs:max_nodes=0", steps=81)
     with pytest.raises(ValueError, match="search 'bon'"):
         decode(tiny_sudoku_model, _ids(HARD), sampler="dfs:rule=bon", steps=81)
+
+
+def test_boe_without_propagation_steers_a_subset_of_rows(tiny_sudoku_model):
+    """BoE may steer only some rows of a step; the restricted model must follow it to the subset."""
+    out = _run(tiny_sudoku_model, _ids(HARD, HARD), "dfs:rule=boe:steer_below=0.5,propagate=False,max_nodes=8")
+    assert (out.backwards >= 0).all() and int(out.search["nodes"].min()) == 8

@@ -4,7 +4,7 @@ A decode commits what the model ranks first and never takes it back, so one wron
 hard puzzle is fatal. ``dfs`` keeps the model as the guide and adds what search people use:
 every node is a partial sequence; a node that breaks a rule is pruned and the search backtracks
 to its next sibling. It works for any task that states its rules as :class:`Constraints`
-(Sudoku's are :class:`tabes.tasks.sudoku_rules.SudokuRules`).
+(Sudoku's are :class:`tabes.tasks.sudoku.rules.SudokuRules`).
 
 At each node (one per unfinished row and round, the rows' forwards batched):
 
@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from tabes.protocol import CountingDenoiser, Denoiser, GenerationOutput
+from tabes.protocol import CountingDenoiser, Denoiser, GenerationOutput, select_rows
 from tabes.samplers import get_sampler, register
 from tabes.samplers.base import StepState
 
@@ -93,6 +93,10 @@ class _Restricted:
         m = logits.shape[0] // self.forbid.shape[0]  # a sampler may repeat its batch
         return logits.masked_fill(self.forbid.repeat(m, 1, 1), float("-inf"))
 
+    def subset(self, local: Tensor) -> _Restricted:
+        """The same restriction for a subset of the rows (a sampler that steps some rows only)."""
+        return _Restricted(select_rows(self.model, local), self.forbid[local])
+
     def embed(self, ids: Tensor) -> Tensor:
         return self.model.embed(ids)
 
@@ -134,7 +138,7 @@ class DepthFirstSearch:
         budget; ``steps`` is unused (a node commits one choice). Rows that end unsolved keep their
         input ids. ``constraints`` is required."""
         if constraints is None:
-            raise ValueError("dfs needs the task's rules: pass constraints= (e.g. tabes.tasks.sudoku_rules.SudokuRules())")
+            raise ValueError("dfs needs the task's rules: pass constraints= (e.g. tabes.tasks.sudoku.rules.SudokuRules())")
         start = time.perf_counter()
         cfg, mask_id = self.config, model.mask_id
         B, L = ids.shape

@@ -247,9 +247,10 @@ class CountingDenoiser:
 
 
 def select_rows(model: Denoiser, local: Tensor) -> Denoiser:
-    """The model for a subset of the current rows: keeps per-row pass counts right when
-    ``model`` is the loop's :class:`CountingDenoiser`; any other denoiser is returned as is."""
-    return model.subset(local) if isinstance(model, CountingDenoiser) else model
+    """The model for a subset of the current rows: keeps per-row pass counts (and any per-row
+    wrapping) right when ``model`` has a ``subset`` method, as the loop's :class:`CountingDenoiser`
+    does; any other denoiser is returned as is."""
+    return model.subset(local) if callable(getattr(type(model), "subset", None)) else model
 
 
 def add_counts(model: Denoiser, forwards: Tensor, backwards: Tensor) -> None:

@@ -41,7 +41,8 @@ def test_solve_file(model_dir, tmp_path, capsys):
     assert last.startswith("solved ") and "/2 (" in last
     recs = [json.loads(x) for x in out_file.read_text().splitlines()]
     assert [r["puzzle"] for r in recs] == PUZZLES and [r["line"] for r in recs] == [2, 3]
-    assert set(recs[0]) == {"line", "puzzle", "output", "status", "valid", "correct", "forwards", "backwards", "seconds"}
+    keys = {"line", "puzzle", "output", "status", "valid", "correct", "forwards", "backwards", "seconds", "path", "nodes", "backtracks"}
+    assert set(recs[0]) == keys
     assert recs[0]["status"] in ("solved", "invalid", "wrong") and recs[0]["status"] == "solved" if recs[0]["correct"] else True
     assert "correct" not in recs[1]
     assert main(["solve", "--file", str(f), "--limit", "1", "--model", model_dir, "--no-progress"]) == 0
@@ -244,3 +245,37 @@ def test_trace_png_title_says_the_outcome():
     assert _status_line(True, set(), "unique").startswith("solved")
     assert _status_line(False, {1, 2}, "unique") == "invalid: 2 clashing cells"
     assert "2+ solutions" in _status_line(True, set(), "multiple solutions")
+
+
+# from the public forum-hardest list (dev.csv's forum_hardest_1106 band); the shipped model decodes it wrong
+FORUM = "000000058006000700840070003000001000009020100000609000500080002007000800230000040"
+FORUM_SOLUTION = "973216458156348729842975613624851397389724165715639284561483972497562831238197546"
+
+
+def test_default_solve_searches_when_the_decode_is_invalid(capsys):
+    assert main(["solve", FORUM, "--json", "--search", "none"]) == 1
+    decoded = json.loads(capsys.readouterr().out)
+    assert (decoded["status"], decoded["path"], decoded["nodes"]) == ("invalid", "decode", 0)
+    assert main(["solve", FORUM, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert (rec["status"], rec["path"], rec["output"]) == ("solved", "search", FORUM_SOLUTION)
+    assert rec["nodes"] >= 1 and rec["backtracks"] >= 1
+    assert rec["forwards"] == decoded["forwards"]  # the default rule (mrv) runs no forward of its own
+    assert main(["solve", FORUM, "--json", "--search", "dfs:rule=confidence"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["output"] == FORUM_SOLUTION and rec["forwards"] > decoded["forwards"]  # the model guided the search
+
+
+def test_an_untrained_model_still_solves_every_puzzle(model_dir, tmp_path, capsys):
+    f = tmp_path / "in.csv"
+    f.write_text("puzzle,solution\n" + "\n".join(f"{p}," for p in (*PUZZLES, FORUM)) + "\n")
+    out_file = tmp_path / "out.jsonl"
+    assert main(["solve", "--file", str(f), "--out", str(out_file), "--model", model_dir, "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["solved"] * (len(PUZZLES) + 1)
+    assert all(r["path"] in ("decode", "search") for r in rows) and any(r["path"] == "search" for r in rows)
+
+
+def test_search_must_be_a_dfs_spec(capsys):
+    assert main(["solve", FORUM, "--search", "confidence"]) == 2
+    assert "--search must be a dfs spec" in capsys.readouterr().err

@@ -72,7 +72,10 @@ def pareto_plot(records: list[dict], path: str | Path) -> Path:
                 pts = sorted(pts, key=lambda r: r["steps"])
                 xs = [r["wall_s"] / r["n"] if key == "wall" else r["fwd_equiv"] for r in pts]
                 ys = [100 * r["accuracy"] for r in pts]
-                err = [[y - 100 * r["ci_low"] for y, r in zip(ys, pts)], [100 * r["ci_high"] - y for y, r in zip(ys, pts)]]
+                err = [
+                    [max(0.0, y - 100 * r["ci_low"]) for y, r in zip(ys, pts)],
+                    [max(0.0, 100 * r["ci_high"] - y) for y, r in zip(ys, pts)],
+                ]
                 ax.errorbar(xs, ys, yerr=err, marker=markers[lab], ms=4, capsize=2, lw=1.2, elinewidth=0.8, label=lab, color=colours[lab])
                 xs_all += xs
             _log_axis(ax, xs_all)

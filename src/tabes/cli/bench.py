@@ -16,7 +16,7 @@ def _blocks(text: str) -> list[int | None]:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,text,train,aqa,cache,step,fidelity,entropy}")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,search,text,train,aqa,cache,step,fidelity,entropy}")
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
@@ -54,6 +54,19 @@ def add_parsers(sub) -> None:
     b.add_argument("--out", help="folder for text_bench.json and report.md")
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
     b.set_defaults(func=cmd_bench_text)
+
+    b = bench.add_parser("search", help="decode vs decode-then-search on a puzzle file, and dfs branching rules (nodes, backtracks)")
+    b.add_argument("--file", required=True)
+    b.add_argument("--out", required=True, help="folder for results.jsonl and report.md")
+    b.add_argument("--rules", type=csv_list(str), default=["mrv", "confidence", "margin", "entropy", "boe"])
+    b.add_argument("--limit", type=positive_int, help="first N puzzles of each band")
+    b.add_argument("--rule-limit", type=positive_int, help="the rules' searches: only the first N wrong decodes of each band")
+    b.add_argument("--off-limit", type=int, default=3, help="puzzles per band searched without propagation (0: none)")
+    b.add_argument("--batch-size", type=positive_int, default=64)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
+    b.set_defaults(func=cmd_bench_search)
 
     b = bench.add_parser("train", help="training samples/s of the shipped Sudoku architecture per setting (side by side)")
     names = "baseline, bf16-sdpa, bf16, fp32-compile, default"
@@ -194,6 +207,38 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
     else:
         print(header + report(rows), end="")
+    return 0
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from tabes.bench.search import report, run_search_bench
+    from tabes.files import atomic_write_text, check_output_dir
+    from tabes.loading import load
+    from tabes.tasks.sudoku import DEFAULT_SEARCH
+
+    out = check_output_dir(args.out, "--out")
+    part_file = out / "results.jsonl"
+    part_file.write_text("")
+
+    def sink(rows: list[dict]) -> None:
+        with part_file.open("a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    rows = run_search_bench(
+        args.file,
+        rules=args.rules,
+        search=DEFAULT_SEARCH,
+        limit=args.limit,
+        rule_limit=args.rule_limit,
+        off_limit=args.off_limit,
+        sink=sink,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        model=load(args.model),
+        progress=not args.json,
+    )
+    atomic_write_text(out / "report.md", report(rows))
+    print(json.dumps(rows) if args.json else report(rows), end="" if not args.json else "\n")
     return 0
 
 

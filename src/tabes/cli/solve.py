@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 from tabes.cli.common import UserError, nonneg_float, positive_int
+from tabes.tasks.sudoku import DEFAULT_SEARCH
 
 STATUS_HELP = (
-    "status of a puzzle: solved (the decoded grid is the solution), invalid (it breaks a rule or a given), "
-    "wrong (valid but not the file's solution), no_solution, multiple_solutions"
+    "status of a puzzle: solved (the grid is the solution), invalid (it breaks a rule or a given), "
+    "wrong (valid but not the file's solution), no_solution, multiple_solutions; 'path' says whether the decode "
+    "or the search produced the grid"
 )
 
 
@@ -33,6 +35,12 @@ def add_parsers(sub) -> None:
         default="confidence",
         help="sampler spec, e.g. confidence (the default, see docs/evidence.md), boe or bon:n=4 (see `tabes samplers`)",
     )
+    p.add_argument(
+        "--search",
+        default=DEFAULT_SEARCH,
+        help="when the decoded grid is invalid, search from the givens with this dfs spec (default %(default)s; "
+        "rule= any sampler ranking or mrv; see docs/evidence.md), or 'none' to report the decode as it is",
+    )
     p.add_argument("--steps", type=positive_int, default=81, help="denoising steps (81 = one cell per step)")
     p.add_argument("--temperature", type=nonneg_float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -49,6 +57,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
     from tabes.samplers import get_sampler
 
     sampler = get_sampler(args.sampler)  # unknown names fail before the model loads
+    args.search = None if args.search == "none" else args.search
+    if args.search is not None and get_sampler(args.search).name != "dfs":
+        raise UserError(f"--search must be a dfs spec or 'none', got {args.search!r}")
     if (args.puzzle is None) == (args.file is None):
         raise UserError("give either a PUZZLE or --file IN.csv")
     if args.puzzle is not None:
@@ -91,6 +102,7 @@ def _solve_one(args: argparse.Namespace, sampler) -> int:
         temperature=args.temperature,
         seed=args.seed,
         trace=trace if args.trace_png else None,
+        search=args.search,
     )
     consistent = all(not p or p == g for p, g in zip(cells, res.grid))
     outcome = "multiple_solutions" if status == "multiple solutions" else ("solved" if res.valid else "invalid")
@@ -107,11 +119,17 @@ def _solve_one(args: argparse.Namespace, sampler) -> int:
     if args.json:
         rec = {"puzzle": args.puzzle, "output": sudoku.grid_str(res.grid), "status": outcome, "valid": res.valid, "consistent": consistent}
         rec.update(sampler=sampler.name, forwards=res.forwards, backwards=res.backwards, seconds=round(res.seconds, 4))
+        rec.update(path=res.path, nodes=res.nodes, backtracks=res.backtracks)
         print(json.dumps(rec))
     else:
         print(sudoku.format_board(res.grid, clashes))
         print(f"valid: {'yes' if res.valid else 'no'}; consistent with the givens: {'yes' if consistent else 'no'}")
-        print(f"sampler {sampler.name}, {res.forwards} forwards, {res.backwards} backwards, {res.seconds:.2f} s")
+        line = f"sampler {sampler.name}, {res.forwards} forwards, {res.backwards} backwards, {res.seconds:.2f} s"
+        if res.path != "decode":
+            line += f"; the decode was invalid, search: {res.nodes} nodes, {res.backtracks} backtracks" + (
+                "" if res.path == "search" else ", no solution found within the budget"
+            )
+        print(line)
     if status == "multiple solutions":
         print("tabes: the puzzle has 2+ solutions" + ("; the grid above is one of them" if res.valid else ""), file=sys.stderr)
         return 1
@@ -162,6 +180,7 @@ def _record(rec, res, sudoku) -> dict:
     if res.correct is not None:
         row["correct"] = res.correct
     row.update(forwards=res.forwards, backwards=res.backwards, seconds=round(res.seconds, 5))
+    row.update(path=res.path, nodes=res.nodes, backtracks=res.backtracks)
     if rec.source:
         row["source"] = rec.source
     return row
@@ -208,6 +227,7 @@ def _solve_file(args: argparse.Namespace, sampler) -> int:
                     solutions=[r.solution for r in chunk],
                     batch_size=args.batch_size,
                     progress=bar.update,
+                    search=args.search,
                 )
                 rows = [_record(rec, res, sudoku) for rec, res in zip(chunk, results)]
                 solved += sum(r["status"] == "solved" for r in rows)

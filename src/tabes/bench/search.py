@@ -1,0 +1,196 @@
+"""``tabes bench search``: what a complete search buys over the decode, and which branching rule.
+
+One run on a puzzle file, on one model, side by side:
+
+1. ``decode``: every puzzle decoded with ``sampler`` (``tabes solve --search none``), timed;
+2. ``solve``: the same with the default search after an invalid decode (what ``tabes solve``
+   does), timed; the ratio of the two wall-clocks is the price of never failing;
+3. for each branching ``rule`` (any step sampler's ranking, or ``mrv``, model-free), a ``dfs``
+   from the givens of the puzzles the decode got wrong (all of them, or the first
+   ``rule_limit`` per band), with singles propagation and, on the first ``off_limit`` of them
+   per band, without it: nodes, backtracks, forwards and backwards per puzzle (median, p95),
+   solved and given up.
+
+Rows (``results.jsonl``): ``{"part", "rule", "propagate", "source", "n", "solved", "gave_up",
+"nodes_median", "nodes_p95", "backtracks_mean", "backtracks_median", "backtracks_p95",
+"forwards_median", "forwards_p95", "backwards_mean", "wall_s", "wall_s_per_puzzle", "cpu",
+"threads", "max_nodes"}`` (``part``: decode, solve or rule). Wall-clock per puzzle is a batch's time
+over its puzzles: the puzzles of a batch are searched together.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tabes.hardware import cpu_info
+from tabes.tasks import sudoku
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(round(q * (len(s) - 1))))])
+
+
+def _row(part: str, rule: str, propagate: bool | None, source: str, res: list, wall: float, max_nodes: int) -> dict:
+    n = len(res)
+    nodes = [r.nodes for r in res]
+    bts = [r.backtracks for r in res]
+    fw = [r.forwards for r in res]
+    return {
+        "part": part,
+        "rule": rule,
+        "propagate": propagate,
+        "source": source,
+        "n": n,
+        "solved": sum(bool(r.correct if r.correct is not None else r.valid) for r in res),
+        "gave_up": sum(r.path == "unsolved" for r in res),
+        "nodes_median": statistics.median(nodes) if n else 0,
+        "nodes_p95": _pct(nodes, 0.95),
+        "backtracks_mean": round(sum(bts) / max(n, 1), 2),
+        "backtracks_median": statistics.median(bts) if n else 0,
+        "backtracks_p95": _pct(bts, 0.95),
+        "forwards_median": statistics.median(fw) if n else 0,
+        "forwards_p95": _pct(fw, 0.95),
+        "backwards_mean": round(sum(r.backwards for r in res) / max(n, 1), 2),
+        "wall_s": round(wall, 2),
+        "wall_s_per_puzzle": round(wall / max(n, 1), 4),
+        "cpu": cpu_info().describe(),
+        "threads": torch.get_num_threads(),
+        "max_nodes": max_nodes,
+    }
+
+
+def _search_only(model, puzzles: list[list[int]], solutions, spec: str, batch_size: int, seed: int) -> tuple[list, float]:
+    """A dfs from the givens of every puzzle (as if each decode had failed): (Solved list, seconds)."""
+    from tabes.search import decode
+    from tabes.tasks.sudoku.rules import SudokuRules
+
+    start = time.perf_counter()
+    out: list = []
+    gen = torch.Generator().manual_seed(seed)
+    for lo in range(0, len(puzzles), batch_size):
+        chunk = puzzles[lo : lo + batch_size]
+        ids = torch.tensor([sudoku.to_ids(p) for p in chunk], dtype=torch.long)
+        res = decode(model, ids, sampler=spec, steps=81, constraints=SudokuRules(), generator=gen)
+        for k, p in enumerate(chunk):
+            grid = sudoku.from_ids(res.sequences[k].tolist())
+            sol = solutions[lo + k]
+            found = bool(res.search["solved"][k])
+            s = sudoku.Solved(
+                grid, sudoku.verify(grid, p), None if sol is None else grid == sol, int(res.forwards[k]), int(res.backwards[k]), 0.0
+            )
+            s.path, s.nodes, s.backtracks = (
+                ("search" if found else "unsolved"),
+                int(res.search["nodes"][k]),
+                int(res.search["backtracks"][k]),
+            )
+            out.append(s)
+    return out, time.perf_counter() - start
+
+
+def run_search_bench(
+    file: str | Path,
+    *,
+    rules: list[str],
+    sampler: str = "confidence",
+    steps: int = 81,
+    search: str = sudoku.DEFAULT_SEARCH,
+    max_nodes: int = 100000,
+    rule_limit: int | None = None,
+    off_limit: int = 3,
+    off_max_nodes: int = 2000,
+    sink=None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    model=None,
+    progress: bool = True,
+) -> list[dict]:
+    """The rows of the module docstring, per band (``source``) and pooled (``source="all"``)."""
+    from tabes.loading import load
+
+    records = sudoku.read_csv(file)
+    if limit is not None:
+        bands: dict[str, list] = {}
+        for r in records:
+            bands.setdefault(sudoku.band(r.source), []).append(r)
+        records = [r for rs in bands.values() for r in rs[:limit]]
+    model = model if model is not None else load()
+    cells = [r.cells for r in records]
+    sols = [r.solution for r in records]
+    say = print if progress else (lambda *a, **k: None)
+    rows: list[dict] = []
+
+    def per_band(part: str, rule: str, propagate: bool | None, recs: list, res: list, wall: float, budget: int) -> None:
+        by: dict[str, list] = {}
+        for rec, x in zip(recs, res):
+            by.setdefault(sudoku.band(rec.source), []).append(x)
+        share = wall / max(len(res), 1)
+        new = [_row(part, rule, propagate, src, by[src], share * len(by[src]), budget) for src in sorted(by)]
+        new.append(_row(part, rule, propagate, "all", res, wall, budget))
+        rows.extend(new)
+        if sink is not None:  # a killed run keeps every finished part
+            sink(new)
+
+    say(f"decode: {len(cells)} puzzles with {sampler}, {steps} steps")
+    start = time.perf_counter()
+    decoded = sudoku.decode_puzzles(model, cells, sampler=sampler, steps=steps, seed=seed, solutions=sols, batch_size=batch_size)
+    per_band("decode", sampler, None, records, decoded, time.perf_counter() - start, 0)
+    say(f"solve: the same, then {search} where the decode is invalid")
+    start = time.perf_counter()
+    solved = sudoku.decode_puzzles(
+        model, cells, sampler=sampler, steps=steps, seed=seed, solutions=sols, batch_size=batch_size, search=search
+    )
+    per_band("solve", search, True, records, solved, time.perf_counter() - start, max_nodes)
+    hard = [records[k] for k, r in enumerate(decoded) if not r.correct]
+    for rule in rules:
+        for propagate in (True, False):
+            budget = max_nodes if propagate else off_max_nodes
+            limit_here = rule_limit if propagate else off_limit
+            if limit_here is not None and limit_here <= 0:
+                continue
+            recs = hard if limit_here is None else _first_per_band(hard, limit_here)
+            spec = f"dfs:rule={rule},max_nodes={budget},propagate={propagate}"
+            say(f"{spec}: {len(recs)} puzzles the decode got wrong")
+            res, wall = _search_only(model, [r.cells for r in recs], [r.solution for r in recs], spec, batch_size, seed)
+            per_band("rule", rule, propagate, recs, res, wall, budget)
+    return rows
+
+
+def _first_per_band(records: list, n: int) -> list:
+    """The first ``n`` records of each band, in file order."""
+    taken: dict[str, int] = {}
+    out = []
+    for r in records:
+        b = sudoku.band(r.source)
+        if taken.get(b, 0) < n:
+            out.append(r)
+            taken[b] = taken.get(b, 0) + 1
+    return out
+
+
+def report(rows: list[dict]) -> str:
+    """A markdown report of :func:`run_search_bench`'s rows (pooled rows first, then per band)."""
+    out = []
+    pooled = [r for r in rows if r["source"] == "all"]
+    dec = next(r for r in pooled if r["part"] == "decode")
+    sol = next(r for r in pooled if r["part"] == "solve")
+    out.append(f"CPU {dec['cpu']}, {dec['threads']} threads.\n")
+    out.append(
+        f"decode ({dec['rule']}): {dec['solved']}/{dec['n']} solved in {dec['wall_s']} s; "
+        f"solve (decode, then {sol['rule']} where invalid): {sol['solved']}/{sol['n']} in {sol['wall_s']} s "
+        f"({sol['wall_s'] / max(dec['wall_s'], 1e-9):.2f}x the decode's wall-clock), {sol['gave_up']} given up.\n"
+    )
+    cols = ["part", "rule", "propagate", "source", "n", "solved", "gave_up", "nodes_median", "nodes_p95", "backtracks_mean"]
+    cols += ["backtracks_median", "backtracks_p95", "forwards_median", "forwards_p95", "backwards_mean", "wall_s_per_puzzle"]
+    out.append("| " + " | ".join(cols) + " |")
+    out.append("|" + "---|" * len(cols))
+    for r in sorted(rows, key=lambda r: (r["source"] != "all", r["source"], r["part"] != "decode", r["part"] != "solve")):
+        out.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(out) + "\n"
