@@ -68,29 +68,14 @@ def _row(part: str, rule: str, propagate: bool | None, source: str, res: list, w
 
 def _search_only(model, puzzles: list[list[int]], solutions, spec: str, batch_size: int, seed: int) -> tuple[list, float]:
     """A dfs from the givens of every puzzle (as if each decode had failed): (Solved list, seconds)."""
-    from tabes.search import decode
-    from tabes.tasks.sudoku.rules import SudokuRules
-
     start = time.perf_counter()
     out: list = []
     gen = torch.Generator().manual_seed(seed)
     for lo in range(0, len(puzzles), batch_size):
         chunk = puzzles[lo : lo + batch_size]
-        ids = torch.tensor([sudoku.to_ids(p) for p in chunk], dtype=torch.long)
-        res = decode(model, ids, sampler=spec, steps=81, constraints=SudokuRules(), generator=gen)
-        for k, p in enumerate(chunk):
-            grid = sudoku.from_ids(res.sequences[k].tolist())
-            sol = solutions[lo + k]
-            found = bool(res.search["solved"][k])
-            s = sudoku.Solved(
-                grid, sudoku.verify(grid, p), None if sol is None else grid == sol, int(res.forwards[k]), int(res.backwards[k]), 0.0
-            )
-            s.path, s.nodes, s.backtracks = (
-                ("search" if found else "unsolved"),
-                int(res.search["nodes"][k]),
-                int(res.search["backtracks"][k]),
-            )
-            out.append(s)
+        res = [sudoku.Solved(list(p), False, None, 0, 0, 0.0) for p in chunk]  # nothing decoded: search every one
+        sudoku.search_invalid(model, chunk, res, spec, gen, solutions[lo : lo + batch_size])
+        out += res
     return out, time.perf_counter() - start
 
 

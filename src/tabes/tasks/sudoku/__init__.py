@@ -13,8 +13,8 @@ from __future__ import annotations
 from tabes.tasks.sudoku.decode import (  # noqa: F401
     DEFAULT_SEARCH,
     Solved,
-    _search_failed,
     decode_puzzles,
+    search_invalid,
 )
 from tabes.tasks.sudoku.formats import (  # noqa: F401
     _BIT2D,

@@ -114,12 +114,14 @@ def decode_puzzles(
         if progress is not None and done[0] < len(chunk):
             progress(len(chunk) - done[0])  # adaptive samplers may finish in fewer steps
         if search is not None:
-            _search_failed(model, chunk, results[lo:], search, generator, solutions[lo:] if solutions is not None else None)
+            search_invalid(model, chunk, results[lo:], search, generator, solutions[lo:] if solutions is not None else None)
     return results
 
 
-def _search_failed(model, puzzles: list[list[int]], results: list[Solved], spec: str, generator, solutions) -> None:
-    """Replace, in place, the invalid decodes among ``results`` by a ``dfs`` search from the givens."""
+def search_invalid(model, puzzles: list[list[int]], results: list[Solved], spec: str, generator, solutions) -> None:
+    """Replace, in place, the invalid grids among ``results`` (one per puzzle) by a ``dfs`` search
+    from the givens, all searched together; passes add to the record's, the search's time is
+    shared among the searched puzzles."""
     import time
 
     import torch
