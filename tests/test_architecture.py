@@ -18,7 +18,7 @@ LAYERS = [
     ("generate", ["tabes.generate"]),
     ("search", ["tabes.search", "tabes.dfs"]),
     ("tasks", ["tabes.tasks", "tabes.train"]),
-    ("bench, integrations", ["tabes.bench", "tabes.integrations"]),
+    ("bench, integrations, serve", ["tabes.bench", "tabes.integrations", "tabes.serve"]),
     ("cli", ["tabes.cli"]),
 ]
 

@@ -66,6 +66,7 @@ def generate(
     region: Tensor | None = None,
     eos_id: int | None = None,
     cache: str = "none",
+    on_step: Callable[[int, Tensor, list[dict[str, Any]]], Tensor | None] | None = None,
 ) -> GenerationOutput:
     """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
 
@@ -94,6 +95,10 @@ def generate(
             The sampler then sees that window of positions only (its state, its trace fields
             other than ``positions``/``remasked``, its memory, reset at each block start).
             Needs a model with cache support.
+        on_step: called after every step with ``(step, x, records)``: the (B, L) ids so far
+            (read-only) and that step's trace records (as with ``trace=True``). It may return a
+            (B,) bool tensor of rows to end now: their masked positions stay masked and they
+            sit out every later step (a server frees a disconnected client's row this way).
 
     Returns:
         :class:`tabes.protocol.GenerationOutput` with (B, L) sequences and per-row counts.
@@ -186,9 +191,10 @@ def generate(
                 x[rows] = xr
                 counts.add_step(rows, result, again)
                 carry.put(rows, result.carry)
-                # 5. trace
-                if trace:
-                    records.add(step, block, rows, state, result, commit, budget, w.start)
+                # 5. trace; a caller watching the steps may end rows
+                new = records.add(step, block, rows, state, result, commit, budget, w.start) if trace or on_step else []
+                if on_step is not None and (ended := on_step(step, x, new)) is not None:
+                    fixed = fixed | ended.to(fixed.device)[:, None]
                 step += 1
                 advance(1)
     finally:
@@ -259,9 +265,13 @@ class _Trace:
     def __init__(self, trace: bool | str | Path | None) -> None:
         self.records: list[dict[str, Any]] = []
         self.sink = open(trace, "w") if isinstance(trace, (str, Path)) else None  # noqa: SIM115
+        self.keep = bool(trace) and self.sink is None  # records made only for a watcher are not kept
 
-    def add(self, step: int, block: int, rows: Tensor, state: StepState, result: Any, commit: Tensor, budget: Tensor, offset: int) -> None:
-        """One record per row of this step; positions are shifted by the window's ``offset``."""
+    def add(
+        self, step: int, block: int, rows: Tensor, state: StepState, result: Any, commit: Tensor, budget: Tensor, offset: int
+    ) -> list[dict[str, Any]]:
+        """One record per row of this step, returned; positions are shifted by the window's ``offset``."""
+        new = []
         pred = result.prediction
         for j, r in enumerate(rows.tolist()):
             pos = commit[j].nonzero().squeeze(-1)
@@ -282,8 +292,10 @@ class _Trace:
             rec.update({k: v[j] for k, v in result.info.items()})
             if self.sink is not None:
                 self.sink.write(json.dumps(rec) + "\n")
-            else:
+            elif self.keep:
                 self.records.append(rec)
+            new.append(rec)
+        return new
 
     def close(self) -> None:
         if self.sink is not None:

@@ -55,6 +55,7 @@ class BestOfN:
 
     name: ClassVar[str] = "bon"
     fixed_budget: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True  # one seed per block from the generator
     Config = BoNConfig
 
     def __init__(self, config: BoNConfig | None = None) -> None:

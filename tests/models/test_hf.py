@@ -75,6 +75,20 @@ def test_boe_runs_on_each_architecture(build):
     assert all(p.grad is None for p in model.model.parameters())
 
 
+@pytest.mark.parametrize("build", [_bert, _modernbert, _llama])
+def test_routed_attention_keeps_the_padding_mask(build):
+    """After the switch to ``tabes_aqa`` (BoE's first backward), a left-padded batch must give the logits it
+    gave before: transformers builds no mask for a custom attention unless one is registered for it."""
+    model = HFDenoiser(build().double(), mask_id=MASK, bidirectional=build is _llama)
+    ids = _ids(B=3)
+    am = torch.ones_like(ids, dtype=torch.bool)
+    am[1, :3] = am[2, :1] = False  # left padding
+    before = model.logits(ids, attention_mask=am)
+    assert model.routes_attention
+    after = model.logits(ids, attention_mask=am)
+    torch.testing.assert_close(after[am], before[am], atol=1e-9, rtol=1e-9)
+
+
 def test_llama_stand_in_is_bidirectional_and_routes_aqa():
     model = HFDenoiser(_llama(), mask_id=MASK, bidirectional=True)
     assert model.routes_attention

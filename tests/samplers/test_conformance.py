@@ -54,6 +54,17 @@ def test_same_seed_same_output(name, tiny_sudoku_model, sudoku_ids):
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
+def test_stochastic_says_whether_greedy_decoding_draws_noise(name, tiny_sudoku_model, sudoku_ids):
+    """At temperature 0 a sampler draws from the generator exactly when it says ``stochastic`` (a server
+    batches the others with any request)."""
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    generate(tiny_sudoku_model, sudoku_ids, sampler=name, steps=12, generator=g)
+    drew = not torch.equal(before, g.get_state())
+    assert drew == bool(getattr(get_sampler(name), "stochastic", False)), f"{name}: drew from the generator: {drew}"
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_row_alone_equals_row_in_batch(name, tiny_sudoku_model, sudoku_ids):
     batch = generate(tiny_sudoku_model, sudoku_ids, sampler=name, steps=12, generator=torch.Generator().manual_seed(0))
     for row in range(sudoku_ids.shape[0]):

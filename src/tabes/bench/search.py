@@ -14,8 +14,10 @@ One run on a puzzle file, on one model, side by side:
 Rows (``results.jsonl``): ``{"part", "rule", "propagate", "source", "n", "solved", "gave_up",
 "nodes_median", "nodes_p95", "backtracks_mean", "backtracks_median", "backtracks_p95",
 "forwards_median", "forwards_p95", "backwards_mean", "wall_s", "wall_s_per_puzzle", "cpu",
-"threads", "max_nodes"}`` (``part``: decode, solve or rule). Wall-clock per puzzle is a batch's time
-over its puzzles: the puzzles of a batch are searched together.
+"threads", "max_nodes", "wall_s_median", "wall_s_p95"}`` (``part``: decode, solve or rule).
+``wall_s_per_puzzle`` is a batch's time over its puzzles. The rules' searches run ``rule_batch_size``
+puzzles at a time (default 1): at 1, ``wall_s_median`` and ``wall_s_p95`` are each puzzle's own
+search time, measured alone; otherwise they are ``None``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def _pct(values: list[float], q: float) -> float:
     return float(s[min(len(s) - 1, int(round(q * (len(s) - 1))))])
 
 
-def _row(part: str, rule: str, propagate: bool | None, source: str, res: list, wall: float, max_nodes: int) -> dict:
+def _row(
+    part: str, rule: str, propagate: bool | None, source: str, res: list, wall: float, max_nodes: int, times: list | None = None
+) -> dict:
     n = len(res)
     nodes = [r.nodes for r in res]
     bts = [r.backtracks for r in res]
@@ -63,20 +67,30 @@ def _row(part: str, rule: str, propagate: bool | None, source: str, res: list, w
         "cpu": cpu_info().describe(),
         "threads": torch.get_num_threads(),
         "max_nodes": max_nodes,
+        "wall_s_median": round(statistics.median(times), 4) if times else None,
+        "wall_s_p95": round(_pct(times, 0.95), 4) if times else None,
     }
 
 
-def _search_only(model, puzzles: list[list[int]], solutions, spec: str, batch_size: int, seed: int) -> tuple[list, float]:
-    """A dfs from the givens of every puzzle (as if each decode had failed): (Solved list, seconds)."""
+def _search_only(
+    model, puzzles: list[list[int]], solutions, spec: str, batch_size: int, seed: int
+) -> tuple[list, float, list[float] | None]:
+    """A dfs from the givens of every puzzle (as if each decode had failed).
+
+    Returns (Solved list, seconds, each puzzle's seconds or ``None`` when ``batch_size > 1``).
+    """
     start = time.perf_counter()
     out: list = []
+    times: list[float] = []
     gen = torch.Generator().manual_seed(seed)
     for lo in range(0, len(puzzles), batch_size):
         chunk = puzzles[lo : lo + batch_size]
         res = [sudoku.Solved(list(p), False, None, 0, 0, 0.0) for p in chunk]  # nothing decoded: search every one
+        t0 = time.perf_counter()
         sudoku.search_invalid(model, chunk, res, spec, gen, solutions[lo : lo + batch_size])
+        times.append(time.perf_counter() - t0)
         out += res
-    return out, time.perf_counter() - start
+    return out, time.perf_counter() - start, (times if batch_size == 1 else None)
 
 
 def run_search_bench(
@@ -93,6 +107,7 @@ def run_search_bench(
     sink=None,
     limit: int | None = None,
     batch_size: int = 64,
+    rule_batch_size: int = 1,
     seed: int = 0,
     model=None,
     progress: bool = True,
@@ -112,13 +127,16 @@ def run_search_bench(
     say = print if progress else (lambda *a, **k: None)
     rows: list[dict] = []
 
-    def per_band(part: str, rule: str, propagate: bool | None, recs: list, res: list, wall: float, budget: int) -> None:
+    def per_band(part: str, rule: str, propagate: bool | None, recs: list, res: list, wall: float, budget: int, times=None) -> None:
         by: dict[str, list] = {}
-        for rec, x in zip(recs, res):
+        by_t: dict[str, list] = {}
+        for k, (rec, x) in enumerate(zip(recs, res)):
             by.setdefault(sudoku.band(rec.source), []).append(x)
+            if times is not None:
+                by_t.setdefault(sudoku.band(rec.source), []).append(times[k])
         share = wall / max(len(res), 1)
-        new = [_row(part, rule, propagate, src, by[src], share * len(by[src]), budget) for src in sorted(by)]
-        new.append(_row(part, rule, propagate, "all", res, wall, budget))
+        new = [_row(part, rule, propagate, src, by[src], share * len(by[src]), budget, by_t.get(src)) for src in sorted(by)]
+        new.append(_row(part, rule, propagate, "all", res, wall, budget, times))
         rows.extend(new)
         if sink is not None:  # a killed run keeps every finished part
             sink(new)
@@ -143,8 +161,9 @@ def run_search_bench(
             recs = hard if limit_here is None else _first_per_band(hard, limit_here)
             spec = f"dfs:rule={rule},max_nodes={budget},propagate={propagate}"
             say(f"{spec}: {len(recs)} puzzles the decode got wrong")
-            res, wall = _search_only(model, [r.cells for r in recs], [r.solution for r in recs], spec, batch_size, seed)
-            per_band("rule", rule, propagate, recs, res, wall, budget)
+            cells_here, sols_here = [r.cells for r in recs], [r.solution for r in recs]
+            res, wall, times = _search_only(model, cells_here, sols_here, spec, rule_batch_size, seed)
+            per_band("rule", rule, propagate, recs, res, wall, budget, times)
     return rows
 
 
@@ -174,8 +193,9 @@ def report(rows: list[dict]) -> str:
     )
     cols = ["part", "rule", "propagate", "source", "n", "solved", "gave_up", "nodes_median", "nodes_p95", "backtracks_mean"]
     cols += ["backtracks_median", "backtracks_p95", "forwards_median", "forwards_p95", "backwards_mean", "wall_s_per_puzzle"]
+    cols += ["wall_s_median", "wall_s_p95"]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "---|" * len(cols))
     for r in sorted(rows, key=lambda r: (r["source"] != "all", r["source"], r["part"] != "decode", r["part"] != "solve")):
-        out.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+        out.append("| " + " | ".join(str(r.get(c)) for c in cols) + " |")
     return "\n".join(out) + "\n"

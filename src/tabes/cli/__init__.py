@@ -5,6 +5,7 @@
     train             tabes.cli.train
     bench ...         tabes.cli.bench
     generate, lm-eval tabes.cli.generate
+    serve             tabes.cli.serve
     word-problems     tabes.cli.problems
 
 Every user error (bad puzzle, clashing givens, unknown sampler, bad option, missing or
@@ -17,14 +18,14 @@ from __future__ import annotations
 import os
 import sys
 
-from tabes.cli import bench, generate, problems, samplers, solve, train
+from tabes.cli import bench, generate, problems, samplers, serve, solve, train
 from tabes.cli.common import Parser, UserError
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="tabes", description="Decode masked diffusion models with BoE steering and baselines.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{solve,samplers,train,bench,generate,lm-eval,word-problems}")
-    for module in (solve, samplers, train, bench, generate, problems):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{solve,samplers,train,bench,generate,lm-eval,serve,word-problems}")
+    for module in (solve, samplers, train, bench, generate, serve, problems):
         module.add_parsers(sub)
     return parser
 

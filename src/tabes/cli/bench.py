@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tabes.cli.common import csv_list, positive_int, split_specs
+from tabes.cli.common import UserError, csv_list, positive_int, split_specs
 
 
 def _blocks(text: str) -> list[int | None]:
@@ -16,7 +16,7 @@ def _blocks(text: str) -> list[int | None]:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,search,text,train,aqa,cache,step,fidelity,entropy}")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,search,serve,text,train,aqa,cache,step,fidelity,entropy}")
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
@@ -55,6 +55,18 @@ def add_parsers(sub) -> None:
     b.add_argument("--json", action="store_true", help="print a JSON list of rows")
     b.set_defaults(func=cmd_bench_text)
 
+    b = bench.add_parser("serve", help="concurrent clients against a live tabes serve, and the same requests one at a time")
+    b.add_argument("--clients", type=positive_int, default=16)
+    b.add_argument("--requests", type=positive_int, default=2, help="requests per client")
+    b.add_argument("--max-tokens", type=positive_int, default=64)
+    b.add_argument("--steps", type=positive_int, default=64)
+    b.add_argument("--sampler", default="confidence")
+    b.add_argument("--model", default="text-demo", help="what the started server serves (default text-demo)")
+    b.add_argument("--url", help="an already running server (http://127.0.0.1:PORT) instead of starting one")
+    b.add_argument("--max-batch", type=positive_int, default=16, help="the started server's --max-batch")
+    b.add_argument("--json", action="store_true", help="print the row as JSON")
+    b.set_defaults(func=cmd_bench_serve)
+
     b = bench.add_parser("search", help="decode vs decode-then-search on a puzzle file, and dfs branching rules (nodes, backtracks)")
     b.add_argument("--file", required=True)
     b.add_argument("--out", required=True, help="folder for results.jsonl and report.md")
@@ -63,6 +75,12 @@ def add_parsers(sub) -> None:
     b.add_argument("--rule-limit", type=positive_int, help="the rules' searches: only the first N wrong decodes of each band")
     b.add_argument("--off-limit", type=int, default=3, help="puzzles per band searched without propagation (0: none)")
     b.add_argument("--batch-size", type=positive_int, default=64)
+    b.add_argument(
+        "--rule-batch-size",
+        type=positive_int,
+        default=1,
+        help="puzzles searched together in the rules' part (default 1: each puzzle's own wall-clock, median and p95)",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -210,6 +228,36 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from tabes.bench.serve import run_serve_bench
+    from tabes.samplers import get_sampler
+
+    get_sampler(args.sampler)
+    if args.url and not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+        raise UserError(f"--url must be a server on this machine (127.0.0.1, localhost or [::1]), got {args.url!r}")
+    row = run_serve_bench(
+        clients=args.clients,
+        requests=args.requests,
+        max_tokens=args.max_tokens,
+        steps=args.steps,
+        sampler=args.sampler,
+        model=args.model,
+        url=args.url,
+        server_args=["--max-batch", str(args.max_batch)],
+    )
+    if args.json:
+        print(json.dumps([row]))
+    else:
+        print(
+            f"{row['answered']}/{row['requests']} answered ({row['lost']} lost, {row['duplicated']} duplicated) "
+            f"from {row['clients']} clients: "
+            f"{row['requests_per_s']} requests/s ({row['tokens_per_s']} tokens/s), p50 {row['p50_s']} s, p95 {row['p95_s']} s; "
+            f"one at a time {row['serial_requests_per_s']} requests/s: speedup {row['speedup']}x, "
+            f"identical: {row['identical']}, mean batch {row['mean_batch']} ({row['cpu']}, {row['threads']} threads)"
+        )
+    return 0
+
+
 def cmd_bench_search(args: argparse.Namespace) -> int:
     from tabes.bench.search import report, run_search_bench
     from tabes.files import atomic_write_text, check_output_dir
@@ -233,6 +281,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         off_limit=args.off_limit,
         sink=sink,
         batch_size=args.batch_size,
+        rule_batch_size=args.rule_batch_size,
         seed=args.seed,
         model=load(args.model),
         progress=not args.json,

@@ -65,6 +65,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (the harness's own model types: it adds them only to an empty registry)
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model

@@ -200,10 +200,17 @@ def _padded_positions(attention_mask: Tensor) -> Tensor:
 
 
 def register_attention() -> None:
-    """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent)."""
+    """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent), and give it
+    the masks that ``sdpa`` gets: without a mask function of its own, transformers' mask
+    builders hand a custom attention no mask at all, and padding would be attended to."""
     from transformers import AttentionInterface
 
     AttentionInterface.register("tabes_aqa", tabes_aqa_attention)
+    try:
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError:  # transformers before the mask registry: masks are built per model, not by name
+        return
+    AttentionMaskInterface.register("tabes_aqa", sdpa_mask)
 
 
 class HFDenoiser:

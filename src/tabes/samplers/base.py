@@ -96,7 +96,9 @@ class Sampler(Protocol):
 
     ``fixed_budget`` is True when each step commits exactly ``state.budget`` tokens per row;
     adaptive samplers commit at least that many (so the call still ends in ``num_steps``) and
-    may finish early.
+    may finish early. A sampler that draws from ``state.generator`` even at temperature 0 has
+    a true ``stochastic`` attribute (absent means False): its draws depend on the batch shape,
+    so a server decodes it alone.
     """
 
     name: ClassVar[str]

@@ -46,6 +46,11 @@ class LookaheadSampler:
     def __init__(self, config: LookaheadConfig | None = None) -> None:
         self.config = config or LookaheadConfig()
 
+    @property
+    def stochastic(self) -> bool:
+        """True when the candidate sets draw Gumbel noise (k > 1), even at temperature 0."""
+        return self.config.k > 1
+
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         k = self.config.k
         pred = state.predict(model)

@@ -21,6 +21,7 @@ class RandomSampler:
 
     name: ClassVar[str] = "random"
     fixed_budget: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True  # draws from the generator at temperature 0
     Config = RandomConfig
 
     def __init__(self, config: RandomConfig | None = None) -> None:

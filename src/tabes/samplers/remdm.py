@@ -64,6 +64,11 @@ class ReMDMSampler:
     def __init__(self, config: ReMDMConfig | None = None) -> None:
         self.config = config or ReMDMConfig()
 
+    @property
+    def stochastic(self) -> bool:
+        """True when the random schedule draws remask noise, even at temperature 0."""
+        return self.config.schedule == "random" and self.config.eta > 0
+
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         pred = state.predict(model)
         commit = top_k_mask(pred.confidence, state.maskable, state.budget)
