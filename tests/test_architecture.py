@@ -15,7 +15,7 @@ LAYERS = [
     ("ops", ["tabes.ops"]),
     ("models", ["tabes.models", "tabes.loading"]),
     ("samplers", ["tabes.samplers"]),
-    ("generate", ["tabes.generate"]),
+    ("generate", ["tabes.generate", "tabes.blocks"]),
     ("search", ["tabes.search", "tabes.dfs"]),
     ("tasks", ["tabes.tasks", "tabes.train"]),
     ("bench, integrations, serve", ["tabes.bench", "tabes.integrations", "tabes.serve"]),

@@ -3,17 +3,21 @@
     for each block (semi-autoregressive decoding; one block by default):
         0. with a KV cache: one full forward stores the keys and values outside the block;
            its logits serve the block's first step (no second forward on the same ids)
-        for each of the block's steps:
-            1. masked  = masked positions of the block, per row; rows with none sit out
-            2. budget  = ceil(#masked / steps left in the block), per row (linear schedule)
+        while the block's pace (tabes.blocks) gives a next step:
+            1. masked  = masked positions of the block, per row
+            2. rows, budget = the pace's: by default the rows with masks left, each asked for
+               ceil(#masked / steps left in the block) (linear schedule); LLaDA 2's pace steps
+               every row with its block schedule, and runs post-steps while edits go on
             3. result  = sampler.step(denoiser, state)    # forwards/backwards are counted
-            4. commit result.tokens at result.commit; apply result.remask (never on given
-               positions, never on a block's last step; counted); after an EOS, fill the row with EOS;
-               keep result.carry for the row's next step (StepState.carry)
+            4. commit result.tokens at result.commit (and result.edit); apply result.remask
+               (never on given positions, never on a block's last step; counted); after an
+               EOS, fill the row with EOS (LLaDA 2: freeze it); keep result.carry for the
+               row's next step (StepState.carry)
             5. trace   = one record per row: positions, tokens, confidence, entropy, extras
 
 Positions that are not masked on input are *given* and never change. Each block's last step
-has a budget equal to everything still masked there, so no mask is left at the end.
+has a budget equal to everything still masked there, so no mask is left at the end (LLaDA 2's
+pace: unless the row was frozen at its EOS).
 """
 
 from __future__ import annotations
@@ -27,27 +31,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tabes.blocks import LinearPace, LLaDA2Blocks, LLaDA2Pace, finished_at_eos, plan_blocks, resolve_blocks
 from tabes.cache import BlockCache, check_cache_mode, supports_cache
 from tabes.protocol import CountingDenoiser, Denoiser, GenerationOutput, unwrap
 from tabes.samplers import Sampler, get_sampler
 from tabes.samplers.base import StepState
-
-
-def plan_blocks(masked: Tensor, steps: int, block_length: int | None) -> list[tuple[tuple[int, int], int]]:
-    """The blocks of a decode and each block's share of the steps.
-
-    ``masked`` (B, L) bool: the positions to generate. Blocks of ``block_length`` positions
-    start at the first position masked in any row (one block to the end when None); the
-    ``steps`` are split as evenly as possible, earlier blocks taking the remainder. Returns
-    ``[((lo, hi), block_steps), ...]``; ``ValueError`` if there are fewer steps than blocks.
-    """
-    L = masked.shape[1]
-    masked_any = masked.any(0).nonzero()
-    first = int(masked_any[0]) if len(masked_any) else L
-    spans = [(first, L)] if block_length is None else [(lo, min(lo + block_length, L)) for lo in range(first, L, block_length)]
-    if steps < len(spans):
-        raise ValueError(f"steps ({steps}) must be at least the number of blocks ({len(spans)})")
-    return [(span, steps // len(spans) + (i < steps % len(spans))) for i, span in enumerate(spans)]
 
 
 @torch.no_grad()
@@ -67,6 +55,7 @@ def generate(
     eos_id: int | None = None,
     cache: str = "none",
     on_step: Callable[[int, Tensor, list[dict[str, Any]]], Tensor | None] | None = None,
+    blocks: str | LLaDA2Blocks = "tabes",
 ) -> GenerationOutput:
     """Unmask every masked position of ``ids`` in ``steps`` denoising steps.
 
@@ -88,13 +77,20 @@ def generate(
         region: optional (L,) bool; only masked positions inside it are decoded, masked
             positions outside it stay masked (e.g. one block, or an infilling span).
         eos_id: once a row commits this token, every masked position after it is set to it
-            at once: the row stops growing and spends no more passes.
+            at once: the row stops growing and spends no more passes. Under ``blocks="llada2"``:
+            LLaDA 2's early stop instead (the row is frozen, its later masks stay masks).
         cache: ``"none"``, ``"prefix"`` or ``"dual"``: a block KV cache (:mod:`tabes.cache`),
             refreshed by one full forward at every block start; the block's steps run the
             model on the block's positions (``"prefix"``: and everything after them) only.
             The sampler then sees that window of positions only (its state, its trace fields
             other than ``positions``/``remasked``, its memory, reset at each block start).
             Needs a model with cache support.
+        blocks: ``"tabes"`` (blocks from the first masked position, the model sees the whole
+            sequence, a linear schedule per row), or ``"llada2"`` / a
+            :class:`tabes.blocks.LLaDA2Blocks`: LLaDA 2's block refinement as diffusers'
+            ``LLaDA2Pipeline`` runs it (aligned blocks, block-causal, each block's length spread
+            over its steps, editing and post-steps with an editing sampler such as ``llada2``,
+            EOS early stop); ``steps`` is then the steps per block times the blocks decoded.
         on_step: called after every step with ``(step, x, records)``: the (B, L) ids so far
             (read-only) and that step's trace records (as with ``trace=True``). It may return a
             (B,) bool tensor of rows to end now: their masked positions stay masked and they
@@ -107,6 +103,93 @@ def generate(
         >>> out = generate(model, ids, sampler="margin", steps=81)  # doctest: +SKIP
         >>> out.sequences.shape, out.forwards
     """
+    sampler, fixed = _checked(model, ids, sampler, steps, block_length, temperature, cache, region)
+    start = time.perf_counter()
+    mask_id = model.mask_id
+    x = ids.clone()
+    B, L = x.shape
+    policy = resolve_blocks(blocks)
+    plan = plan_blocks(~fixed, steps, block_length, aligned=policy is not None)
+    counts, carry, ends = _Counts(B, x.device), _Carry(B, x.device), _Ends(B, x.device, policy, eos_id, fixed, mask_id)
+    records = _Trace(trace)
+    advance, close_bar = _progress(progress, steps, sampler.name)
+    step = 0
+    try:
+        for block, ((lo, hi), block_steps) in enumerate(plan):
+            in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
+            in_block[lo:hi] = True
+            seen = L if policy is None else hi  # LLaDA 2: the model sees the sequence up to the block's end
+            if policy is not None:
+                carry.reset()  # a sampler's memory has the shape of the positions it saw, which grow by a block
+            # 0. with a cache: the refresh forward; its logits serve the block's first step
+            am = None if attention_mask is None else attention_mask[:, :seen]
+            block_cache, win, fresh = _open_block(model, cache, x[:, :seen], (in_block & ~fixed)[:, :seen], (lo, hi), am, counts, carry)
+            pace = LinearPace(block_steps) if policy is None else LLaDA2Pace(block_steps, hi - lo, policy.max_post_steps, _edits(sampler))
+            s = 0
+            # 1. masked positions of the block; 2. which rows step, with what budget (blocks.py)
+            while (nxt := pace.next(masked := (x == mask_id) & in_block & ~fixed, masked)) is not None:
+                rows, budget = nxt
+                # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
+                w = slice(0, seen) if fresh is not None and s == 0 else win
+                if fresh is not None and s == 1:
+                    carry.reset()  # a sampler's memory has the shape of the positions it saw
+                # 3. the sampler's step, on the rows stepping
+                state = StepState(
+                    x=x[rows, w],
+                    maskable=masked[rows, w],
+                    fixed=fixed[rows, w],
+                    budget=budget,
+                    step=step,
+                    num_steps=steps,
+                    t=pace.steps_left / block_steps,
+                    steps_left=pace.steps_left,
+                    temperature=temperature,
+                    generator=generator,
+                    attention_mask=None if attention_mask is None else attention_mask[rows, w],
+                    carry=carry.get(rows),
+                    logits=None if fresh is None or s else fresh[rows],
+                    block=in_block[w],
+                )
+                result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache), state)
+                edits = _edit_mask(result, state, mask_id)
+                commit, edit = ends.keep(rows, result.commit & state.maskable, edits)
+                if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
+                    raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
+                # 4. commit (and edit), then optional remasking (never given positions, never the last step)
+                xw = torch.where(commit | edit, result.tokens, state.x)
+                again = None
+                if result.remask is not None and pace.steps_left > 1:
+                    again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
+                    xw = xw.masked_fill(again, mask_id)
+                xr = x[rows]
+                xr[:, w] = xw
+                x[rows] = ends.fill(xr, fixed[rows])
+                ends.after_step(x[:, :seen], rows, (commit | edit) & (result.tokens == ends.eos))
+                counts.add_step(rows, result, again)
+                carry.put(rows, result.carry)
+                # 5. trace; a caller watching the steps may end rows
+                new = records.add(step, block, rows, state, result, commit, budget, w.start) if trace or on_step else []
+                if on_step is not None and (ended := on_step(step, x, new)) is not None:
+                    fixed = fixed | ended.to(fixed.device)[:, None]
+                pace.after(edits is not None and bool(edits.any()), ends.all_finished)
+                step, s = step + 1, s + 1
+                advance(1)
+            if s < block_steps:  # the block ended early: its unused steps count as done
+                advance(block_steps - s)
+                step += block_steps - s
+            if ends.all_finished:
+                break
+    finally:
+        records.close()
+        close_bar()
+    return counts.output(x, time.perf_counter() - start, records.records)
+
+
+def _checked(
+    model: Denoiser, ids: Tensor, sampler: Any, steps: int, block_length: int | None, temperature: float, cache: str, region: Tensor | None
+) -> tuple[Any, Tensor]:
+    """``generate``'s arguments checked (``ValueError`` names the bad one): ``(sampler, fixed)``,
+    the sampler object and the (B, L) positions that never change (given, or outside ``region``)."""
     if not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if block_length is not None and block_length <= 0:
@@ -121,86 +204,65 @@ def generate(
     sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
     if not hasattr(sampler, "step"):
         raise ValueError(f"sampler {sampler.name!r} searches over whole decodes: call tabes.decode, not the step loop")
-    start = time.perf_counter()
-    mask_id = model.mask_id
-    x = ids.clone()
-    B, L = x.shape
-    fixed = x != mask_id  # (B, L) given positions
+    fixed = ids != model.mask_id  # (B, L) given positions
     if region is not None:
+        L = ids.shape[1]
         if region.shape != (L,) or region.dtype != torch.bool:
             raise ValueError(f"region must be an (L,) = ({L},) bool tensor, got {tuple(region.shape)} {region.dtype}")
         fixed = fixed | ~region  # outside the region nothing changes, masks included
-    plan = plan_blocks(~fixed, steps, block_length)
-    counts, carry = _Counts(B, x.device), _Carry(B, x.device)
-    records = _Trace(trace)
-    advance, close_bar = _progress(progress, steps, sampler.name)
-    step = 0
-    try:
-        for block, ((lo, hi), block_steps) in enumerate(plan):
-            in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
-            in_block[lo:hi] = True
-            # 0. with a cache: the refresh forward; its logits serve the block's first step
-            block_cache, win, fresh = _open_block(model, cache, x, in_block & ~fixed, (lo, hi), attention_mask, counts, carry)
-            for s in range(block_steps):
-                # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
-                w = slice(0, L) if fresh is not None and s == 0 else win
-                if fresh is not None and s == 1:
-                    carry.reset()  # a sampler's memory has the shape of the positions it saw
-                # 1. masked positions of the block; rows with none sit this step out
-                masked = (x == mask_id) & in_block & ~fixed  # (B, L)
-                n_masked = masked.sum(-1)
-                rows = (n_masked > 0).nonzero().squeeze(-1)
-                if rows.numel() == 0:
-                    advance(block_steps - s)
-                    step += block_steps - s
-                    break
-                # 2. linear schedule: spread what is left over the steps left
-                steps_left = block_steps - s
-                budget = torch.div(n_masked[rows] + steps_left - 1, steps_left, rounding_mode="floor")
-                # 3. the sampler's step, on the rows still decoding
-                state = StepState(
-                    x=x[rows, w],
-                    maskable=masked[rows, w],
-                    fixed=fixed[rows, w],
-                    budget=budget,
-                    step=step,
-                    num_steps=steps,
-                    t=steps_left / block_steps,
-                    steps_left=steps_left,
-                    temperature=temperature,
-                    generator=generator,
-                    attention_mask=None if attention_mask is None else attention_mask[rows, w],
-                    carry=carry.get(rows),
-                    logits=None if fresh is None or s else fresh[rows],
-                )
-                result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache), state)
-                commit = result.commit & state.maskable
-                if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
-                    raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
-                # 4. commit, then optional remasking (never given positions, never the last step)
-                xw = torch.where(commit, result.tokens, state.x)
-                again = None
-                if result.remask is not None and steps_left > 1:
-                    again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
-                    xw = xw.masked_fill(again, mask_id)
-                xr = x[rows]
-                xr[:, w] = xw
-                if eos_id is not None:  # a row that has ended stops growing: fill its later masks with EOS
-                    ended = ((xr == eos_id) & ~fixed[rows]).cumsum(-1) > 0
-                    xr = torch.where(ended & (xr == mask_id) & ~fixed[rows], eos_id, xr)
-                x[rows] = xr
-                counts.add_step(rows, result, again)
-                carry.put(rows, result.carry)
-                # 5. trace; a caller watching the steps may end rows
-                new = records.add(step, block, rows, state, result, commit, budget, w.start) if trace or on_step else []
-                if on_step is not None and (ended := on_step(step, x, new)) is not None:
-                    fixed = fixed | ended.to(fixed.device)[:, None]
-                step += 1
-                advance(1)
-    finally:
-        records.close()
-        close_bar()
-    return counts.output(x, time.perf_counter() - start, records.records)
+    return sampler, fixed
+
+
+def _edits(sampler: Any) -> bool:
+    """Whether the sampler may edit committed tokens (``StepResult.edit``; LLaDA 2's editing)."""
+    return bool(getattr(sampler, "edits", False))
+
+
+def _edit_mask(result: Any, state: StepState, mask_id: int) -> Tensor | None:
+    """The positions a step edits: committed (not masked, not given) positions of the block."""
+    if result.edit is None:
+        return None
+    return result.edit & ~state.fixed & state.block & (state.x != mask_id)
+
+
+class _Ends:
+    """How rows end at ``eos_id``: tabes' EOS fill under the default pace, LLaDA 2's early stop
+    under ``blocks="llada2"`` (a finished row is frozen: its commits and edits are dropped)."""
+
+    def __init__(
+        self, batch: int, device: torch.device, policy: LLaDA2Blocks | None, eos_id: int | None, fixed: Tensor, mask_id: int
+    ) -> None:
+        self.fill_eos = eos_id if policy is None else None
+        self.stop_eos = eos_id if policy is not None and policy.eos_early_stop else None
+        self.eos = -1 if eos_id is None else eos_id  # -1 matches no token
+        self.mask_id = mask_id
+        self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+        free = (~fixed).any(0).nonzero()
+        self.start = int(free[0]) if len(free) else fixed.shape[1]  # the first generated position
+
+    def keep(self, rows: Tensor, commit: Tensor, edit: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The step's commits and edits, less those of frozen rows."""
+        live = ~self.frozen[rows][:, None]
+        return commit & live, (torch.zeros_like(commit) if edit is None else edit & live)
+
+    def fill(self, xr: Tensor, fixed: Tensor) -> Tensor:
+        """With the EOS fill: each row's masks after its first committed EOS become EOS."""
+        if self.fill_eos is None:
+            return xr
+        ended = ((xr == self.fill_eos) & ~fixed).cumsum(-1) > 0
+        return torch.where(ended & (xr == self.mask_id) & ~fixed, self.fill_eos, xr)
+
+    def after_step(self, x: Tensor, rows: Tensor, eos_hits: Tensor) -> None:
+        """With the early stop: freeze the rows that finished this step (``eos_hits`` (R, W))."""
+        if self.stop_eos is None:
+            return
+        committed = torch.zeros_like(self.frozen)
+        committed[rows] = eos_hits.any(-1)
+        self.frozen |= finished_at_eos(x, self.start, self.stop_eos, self.mask_id, committed)
+
+    @property
+    def all_finished(self) -> bool:
+        return self.stop_eos is not None and bool(self.frozen.all())
 
 
 class _Counts:

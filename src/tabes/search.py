@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tabes.generate import generate, plan_blocks
+from tabes.blocks import plan_blocks
+from tabes.generate import generate
 from tabes.protocol import Denoiser, GenerationOutput
 from tabes.samplers import Sampler, get_sampler, register
 

@@ -174,8 +174,8 @@ def cache_fidelity(
     candidates, how often BoE's committed set is the same with either TIS, and the
     correlation of plain confidence with the uncached TIS for scale.
     """
+    from tabes.blocks import plan_blocks
     from tabes.cache import BlockCache
-    from tabes.generate import plan_blocks
     from tabes.protocol import CountingDenoiser
 
     cfg = config or BoEConfig()

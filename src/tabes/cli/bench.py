@@ -16,7 +16,7 @@ def _blocks(text: str) -> list[int | None]:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (they measure; tests assert)")
-    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,search,serve,text,train,aqa,cache,step,fidelity,entropy}")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="{sudoku,search,serve,peers,text,train,aqa,cache,step,fidelity,entropy}")
     b = bench.add_parser("sudoku", help="accuracy vs compute of samplers on a puzzle file")
     b.add_argument("--file", required=True)
     b.add_argument("--samplers", type=split_specs, required=True, help="comma-separated sampler specs, e.g. boe:rho=0.25,r=4,margin")
@@ -67,6 +67,12 @@ def add_parsers(sub) -> None:
     b.add_argument("--json", action="store_true", help="print the row as JSON")
     b.set_defaults(func=cmd_bench_serve)
 
+    b = bench.add_parser("peers", help="tabes against the installed reference decoders (diffusers' LLaDA2Pipeline), same tokens, s/token")
+    b.add_argument("--repeats", type=positive_int, default=3)
+    b.add_argument("--gen", type=positive_int, default=64, help="tokens generated per prompt")
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
+    b.set_defaults(func=cmd_bench_peers)
+
     b = bench.add_parser("search", help="decode vs decode-then-search on a puzzle file, and dfs branching rules (nodes, backtracks)")
     b.add_argument("--file", required=True)
     b.add_argument("--out", required=True, help="folder for results.jsonl and report.md")
@@ -81,6 +87,7 @@ def add_parsers(sub) -> None:
         default=1,
         help="puzzles searched together in the rules' part (default 1: each puzzle's own wall-clock, median and p95)",
     )
+    b.add_argument("--skip-solve", action="store_true", help="leave out the decode-then-search part (rules only)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--model", help="model folder (default: the shipped Sudoku model)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -228,6 +235,26 @@ def cmd_bench_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    from tabes.bench.peers import run_peers_bench
+
+    rows = run_peers_bench(repeats=args.repeats, gen=args.gen)
+    if not rows:
+        raise UserError("no reference decoder is installed: pip install diffusers (the dev extra)")
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(
+            f"{r['model']:18} batch {r['batch']} {r['setting']:48} identical {r['identical']!s:5}  "
+            f"tabes {r['tabes_s_per_token'] * 1e3:.3f} ms/token "
+            f"(loop {r['tabes_loop_s_per_token'] * 1e3:.3f})  {r['reference']} {r['reference_s_per_token'] * 1e3:.3f} "
+            f"(loop {r['reference_loop_s_per_token'] * 1e3:.3f})  ratio {r['ratio']}"
+        )
+    print(f"{rows[0]['cpu']}, {rows[0]['threads']} threads, median of {rows[0]['repeats']} alternating repeats")
+    return 0
+
+
 def cmd_bench_serve(args: argparse.Namespace) -> int:
     from tabes.bench.serve import run_serve_bench
     from tabes.samplers import get_sampler
@@ -282,6 +309,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         sink=sink,
         batch_size=args.batch_size,
         rule_batch_size=args.rule_batch_size,
+        solve=not args.skip_solve,
         seed=args.seed,
         model=load(args.model),
         progress=not args.json,

@@ -32,6 +32,13 @@ def add_parsers(sub) -> None:
         help="block KV cache (Fast-dLLM): refreshed at each block start; use with --block-length",
     )
     p.add_argument(
+        "--blocks",
+        choices=["tabes", "llada2"],
+        default="tabes",
+        help="llada2: LLaDA 2's block refinement as diffusers' LLaDA2Pipeline runs it (aligned, block-causal blocks, "
+        "EOS early stop; with --sampler llada2 its threshold commit and editing; --steps = steps per block x blocks)",
+    )
+    p.add_argument(
         "--eos-fill",
         action="store_true",
         help="once a row commits EOS, fill its later masks with EOS (fewer passes, but not the reference decoders' tokens)",
@@ -75,6 +82,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         eos_fill=args.eos_fill,
         cache=args.cache,
+        blocks=args.blocks,
     )
     out = res.output
     if args.json:

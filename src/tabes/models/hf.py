@@ -195,8 +195,11 @@ def _llada_rope(module, args, output):
 
 
 def _padded_positions(attention_mask: Tensor) -> Tensor:
-    """(B, L) position ids counted from each row's first real token (left padding)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    """(B, L) position ids counted from each row's first real token (left padding); positions after
+    it keep counting, hidden or not (a block-aligned tail, as LLaDA 2's pipeline numbers it)."""
+    L = attention_mask.shape[-1]
+    first = attention_mask.long().argmax(-1, keepdim=True)  # (B, 1); 0 for a row with no real token
+    return (torch.arange(L, device=attention_mask.device) - first).clamp_min(0)
 
 
 def register_attention() -> None:

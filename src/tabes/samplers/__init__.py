@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 # importing the modules registers the samplers
-from tabes.samplers import boe, confidence, dus, eb, entropy, klass, lookahead, margin, pc, random, remdm, threshold  # noqa: E402,F401
+from tabes.samplers import boe, confidence, dus, eb, entropy, klass, llada2, lookahead, margin, pc, random, remdm, threshold  # noqa: E402,F401
 from tabes.samplers.base import Sampler, StepResult, StepState, top_k_mask
 from tabes.samplers.registry import available, describe, get_sampler, parse_spec, register, spec_label
 

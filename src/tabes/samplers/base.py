@@ -36,6 +36,7 @@ class StepState:
         logits: (B, L, V) logits of ``x`` from a forward the loop already ran and counted (a
             cached block's refresh forward, at the block's first step), or None.
             :meth:`predict` uses them instead of a new forward, as Fast-dLLM does.
+        block: (L,) bool, the current block's positions, or None.
     """
 
     x: Tensor
@@ -51,6 +52,7 @@ class StepState:
     steps_left: int = 1
     carry: Tensor | None = None
     logits: Tensor | None = None
+    block: Tensor | None = None
 
     def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
         """One forward pass on ``x`` (default: the current ids, whose ``self.logits`` are reused
@@ -78,6 +80,8 @@ class StepResult:
         tokens: (B, L) long, the token for each committed position (ignored elsewhere).
         prediction: the forward pass the decision used, for tracing.
         remask: optional (B, L) bool, previously committed positions to mask again (ReMDM).
+        edit: optional (B, L) bool, committed positions of the block whose token becomes
+            ``tokens`` (LLaDA 2's editing; a sampler that edits has a true ``edits`` attribute).
         info: per-row extra trace fields, each a list of length B of JSON-able values.
         carry: optional (B, ...) tensor the loop hands back as ``StepState.carry`` at each
             row's next step.
@@ -87,6 +91,7 @@ class StepResult:
     tokens: Tensor
     prediction: Prediction
     remask: Tensor | None = None
+    edit: Tensor | None = None
     info: dict[str, list[Any]] = field(default_factory=dict)
     carry: Tensor | None = None
 

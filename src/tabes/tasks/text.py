@@ -82,11 +82,17 @@ def generate_text(
     seed: int = 0,
     eos_fill: bool = False,
     cache: str = "none",
+    blocks: str = "tabes",
 ) -> TextResult:
     """Complete each prompt with ``gen_length`` generated tokens (the text ends at the first EOS).
 
     ``eos_fill``: fill a row's later masks with EOS once it commits one (faster, but not the
     reference decoders' tokens; see the module docstring).
+
+    ``blocks="llada2"``: decode as diffusers' ``LLaDA2Pipeline`` does (:mod:`tabes.blocks`; use
+    the ``llada2`` sampler for its commit and edit rule): blocks of ``block_length`` (default 32)
+    aligned from position 0, the sequence padded with hidden masks to whole blocks, and a row
+    that commits EOS stops there. ``steps`` is the steps per block times the blocks decoded.
 
     Example:
         >>> res = generate_text(tabes.load("path/to/llada"), ["2 + 2 ="], gen_length=32, steps=32, block_length=8)  # doctest: +SKIP
@@ -101,6 +107,13 @@ def generate_text(
     ids, attention_mask, P = encode_prompts(model, prompts, gen_length)
     B = len(prompts)
     eos = tok.eos_token_id
+    stop = eos if eos_fill else None
+    if blocks == "llada2":
+        block_length = block_length or 32
+        tail = -ids.shape[1] % block_length  # whole blocks: the pipeline pads with masks it hides from attention
+        ids = torch.cat([ids, ids.new_full((B, tail), model.mask_id)], 1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_zeros((B, tail))], 1)
+        stop = eos  # its EOS early stop
     out = decode(
         model,
         ids,
@@ -110,12 +123,13 @@ def generate_text(
         temperature=temperature,
         generator=torch.Generator().manual_seed(seed),
         attention_mask=attention_mask,
-        eos_id=eos if eos_fill else None,
+        eos_id=stop,
         **({} if cache == "none" else {"cache": cache}),
+        **({} if blocks == "tabes" else {"blocks": blocks}),
     )
     texts = []
     for b in range(B):
-        gen = out.sequences[b, P:].tolist()
+        gen = out.sequences[b, P : P + gen_length].tolist()
         if eos is not None and eos in gen:
             gen = gen[: gen.index(eos)]
         texts.append(tok.decode(gen, skip_special_tokens=True))

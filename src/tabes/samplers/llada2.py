@@ -1,0 +1,99 @@
+"""LLaDA 2's commit and edit rule (diffusers' ``BlockRefinementScheduler``, mask mode).
+
+Each step, in the current block:
+
+- **commit**: every masked position whose confidence exceeds ``threshold``, if there are at
+  least the step's budget of them; otherwise the budget's most confident ones;
+- **edit** (``editing_threshold > 0``): every committed, non-prompt position whose greedy token
+  now differs from the one it holds, with confidence above ``editing_threshold``, takes the new
+  token.
+
+Confidence is LLaDA 2's: the float32 softmax probability of the greedy token (tabes' other
+samplers rank by float64 probabilities), and each row's top-k is ``torch.topk`` over the block's
+positions only, as the scheduler takes it. Run it with ``blocks="llada2"`` (block alignment,
+block-causal forward, the block schedule, post-steps and EOS early stop: :mod:`tabes.blocks`) to
+decode as ``LLaDA2Pipeline`` does; under the default pace it is a threshold rule with editing.
+The mask token is never proposed (the pipeline's softmax keeps it; ``docs/llm.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from tabes.protocol import Denoiser, Prediction
+from tabes.samplers.base import StepResult, StepState
+from tabes.samplers.registry import register
+
+
+@dataclass(frozen=True)
+class LLaDA2Config:
+    """threshold: commit every masked position above this confidence when there are at least the
+    budget of them (> 1 forces top-k); editing_threshold: edit committed tokens whose new greedy
+    token is above this confidence (0 turns editing off). Defaults: ``LLaDA2Pipeline``'s."""
+
+    threshold: float = 0.7
+    editing_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+        if not 0 <= self.editing_threshold <= 1:
+            raise ValueError(f"editing_threshold must be in [0, 1] (0: no editing), got {self.editing_threshold}")
+
+
+@register
+class LLaDA2Sampler:
+    """Adaptive: commits max(budget, #confidence > threshold) per step, and edits (see module)."""
+
+    name: ClassVar[str] = "llada2"
+    fixed_budget: ClassVar[bool] = False
+    Config = LLaDA2Config
+
+    def __init__(self, config: LLaDA2Config | None = None) -> None:
+        self.config = config or LLaDA2Config()
+
+    @property
+    def edits(self) -> bool:
+        return self.config.editing_threshold > 0
+
+    def step(self, model: Denoiser, state: StepState) -> StepResult:
+        block = state.block if state.block is not None else torch.ones_like(state.maskable[0])
+        idx = block.nonzero().squeeze(-1)
+        pred = state.predict(model) if state.temperature > 0 else _block_prediction(model, state, idx)
+        # the float32 probability of the greedy token (the scheduler's sampled_probs), in the block only
+        probs = torch.softmax(pred.logits[:, idx].float(), dim=-1)
+        conf = torch.zeros(state.x.shape, dtype=torch.float32, device=state.x.device)
+        conf[:, idx] = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)
+        commit = torch.zeros_like(state.maskable)
+        for b, k in enumerate(state.budget.tolist()):
+            c = torch.where(state.maskable[b, idx], conf[b, idx], torch.full_like(conf[b, idx], -torch.inf))
+            high = c > self.config.threshold
+            if int(high.sum()) >= k:
+                commit[b, idx[high]] = True
+            elif k > 0:
+                commit[b, idx[torch.topk(c, k).indices]] = True
+        edit = None
+        if self.edits:
+            editable = block & ~state.maskable & ~state.fixed & (state.x != model.mask_id)
+            edit = editable & (conf > self.config.editing_threshold) & (pred.tokens != state.x)
+        info = {"edited": [[] if edit is None else edit[b].nonzero().squeeze(-1).tolist() for b in range(commit.shape[0])]}
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit, info=info)
+
+
+def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor) -> Prediction:
+    """Greedy proposals at the block's positions ``idx`` only, as the scheduler takes them (the other
+    positions keep their tokens, with confidence and entropy 0): no work on the prefix the model sees."""
+    logits = state.logits if state.logits is not None else model.logits(state.x, attention_mask=state.attention_mask)
+    lb = logits[:, idx].masked_fill(torch.arange(logits.shape[-1], device=logits.device) == model.mask_id, float("-inf"))
+    lf = lb.to(torch.promote_types(lb.dtype, torch.float32))
+    tokens, confidence = state.x.clone(), torch.zeros(state.x.shape, dtype=torch.float64, device=state.x.device)
+    lse = torch.zeros(state.x.shape, dtype=lf.dtype, device=state.x.device)
+    tokens[:, idx] = lf.argmax(-1)
+    lse[:, idx] = torch.logsumexp(lf, dim=-1)
+    confidence[:, idx] = torch.softmax(lf.double(), dim=-1).gather(-1, tokens[:, idx, None]).squeeze(-1)
+    full = logits.clone()
+    full[:, idx] = lb
+    return Prediction(logits=full, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
