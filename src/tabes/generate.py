@@ -129,15 +129,16 @@ def generate(
             # 1. masked positions of the block; 2. which rows step, with what budget (blocks.py)
             while (nxt := pace.next(masked := (x == mask_id) & in_block & ~fixed, masked)) is not None:
                 rows, budget = nxt
+                r = slice(None) if rows.numel() == B else rows  # every row: slices instead of copies
                 # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
                 w = slice(0, seen) if fresh is not None and s == 0 else win
                 if fresh is not None and s == 1:
                     carry.reset()  # a sampler's memory has the shape of the positions it saw
                 # 3. the sampler's step, on the rows stepping
                 state = StepState(
-                    x=x[rows, w],
-                    maskable=masked[rows, w],
-                    fixed=fixed[rows, w],
+                    x=x[r, w],
+                    maskable=masked[r, w],
+                    fixed=fixed[r, w],
                     budget=budget,
                     step=step,
                     num_steps=steps,
@@ -145,7 +146,7 @@ def generate(
                     steps_left=pace.steps_left,
                     temperature=temperature,
                     generator=generator,
-                    attention_mask=None if attention_mask is None else attention_mask[rows, w],
+                    attention_mask=None if attention_mask is None else attention_mask[r, w],
                     carry=carry.get(rows),
                     logits=None if fresh is None or s else fresh[rows],
                     block=in_block[w],
@@ -161,9 +162,9 @@ def generate(
                 if result.remask is not None and pace.steps_left > 1:
                     again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
                     xw = xw.masked_fill(again, mask_id)
-                xr = x[rows]
+                xr = x[r]
                 xr[:, w] = xw
-                x[rows] = ends.fill(xr, fixed[rows])
+                x[r] = ends.fill(xr, fixed[r])
                 ends.after_step(x[:, :seen], rows, (commit | edit) & (result.tokens == ends.eos))
                 counts.add_step(rows, result, again)
                 carry.put(rows, result.carry)
@@ -242,8 +243,11 @@ class _Ends:
 
     def keep(self, rows: Tensor, commit: Tensor, edit: Tensor | None) -> tuple[Tensor, Tensor]:
         """The step's commits and edits, less those of frozen rows."""
+        edit = torch.zeros_like(commit) if edit is None else edit
+        if self.stop_eos is None:  # nothing is ever frozen
+            return commit, edit
         live = ~self.frozen[rows][:, None]
-        return commit & live, (torch.zeros_like(commit) if edit is None else edit & live)
+        return commit & live, edit & live
 
     def fill(self, xr: Tensor, fixed: Tensor) -> Tensor:
         """With the EOS fill: each row's masks after its first committed EOS become EOS."""
@@ -254,7 +258,7 @@ class _Ends:
 
     def after_step(self, x: Tensor, rows: Tensor, eos_hits: Tensor) -> None:
         """With the early stop: freeze the rows that finished this step (``eos_hits`` (R, W))."""
-        if self.stop_eos is None:
+        if self.stop_eos is None or not bool(eos_hits.any()):
             return
         committed = torch.zeros_like(self.frozen)
         committed[rows] = eos_hits.any(-1)
@@ -351,6 +355,9 @@ class _Trace:
             }
             if result.remask is not None:
                 rec["remasked"] = ((result.remask[j] & ~state.fixed[j]).nonzero().squeeze(-1) + offset).tolist()
+            if result.edit is not None:  # the positions this step asked to edit, and their new tokens
+                pos_e = (result.edit[j] & ~state.fixed[j]).nonzero().squeeze(-1)
+                rec["edited"], rec["edited_tokens"] = (pos_e + offset).tolist(), result.tokens[j, pos_e].tolist()
             rec.update({k: v[j] for k, v in result.info.items()})
             if self.sink is not None:
                 self.sink.write(json.dumps(rec) + "\n")

@@ -63,37 +63,39 @@ class LLaDA2Sampler:
         block = state.block if state.block is not None else torch.ones_like(state.maskable[0])
         idx = block.nonzero().squeeze(-1)
         pred = state.predict(model) if state.temperature > 0 else _block_prediction(model, state, idx)
-        # the float32 probability of the greedy token (the scheduler's sampled_probs), in the block only
-        probs = torch.softmax(pred.logits[:, idx].float(), dim=-1)
+        # the float32 probability of the token (the scheduler's sampled_probs), in the block only
         conf = torch.zeros(state.x.shape, dtype=torch.float32, device=state.x.device)
-        conf[:, idx] = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)
+        if state.temperature > 0:
+            probs = torch.softmax(pred.logits[:, idx].float(), dim=-1)
+            conf[:, idx] = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)
+        else:
+            conf[:, idx] = pred.confidence[:, idx].float()  # already float32 there: exact
         commit = torch.zeros_like(state.maskable)
-        for b, k in enumerate(state.budget.tolist()):
-            c = torch.where(state.maskable[b, idx], conf[b, idx], torch.full_like(conf[b, idx], -torch.inf))
-            high = c > self.config.threshold
-            if int(high.sum()) >= k:
-                commit[b, idx[high]] = True
+        c = conf[:, idx].masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
+        high = c > self.config.threshold
+        for b, (k, n_high) in enumerate(zip(state.budget.tolist(), high.sum(-1).tolist())):
+            if n_high >= k:
+                commit[b, idx[high[b]]] = True
             elif k > 0:
-                commit[b, idx[torch.topk(c, k).indices]] = True
+                commit[b, idx[torch.topk(c[b], k).indices]] = True
         edit = None
         if self.edits:
             editable = block & ~state.maskable & ~state.fixed & (state.x != model.mask_id)
             edit = editable & (conf > self.config.editing_threshold) & (pred.tokens != state.x)
-        info = {"edited": [[] if edit is None else edit[b].nonzero().squeeze(-1).tolist() for b in range(commit.shape[0])]}
-        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit, info=info)
+        return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit)
 
 
 def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor) -> Prediction:
-    """Greedy proposals at the block's positions ``idx`` only, as the scheduler takes them (the other
-    positions keep their tokens, with confidence and entropy 0): no work on the prefix the model sees."""
+    """Greedy proposals at the block's positions ``idx`` only, as the scheduler makes them: the argmax
+    and its float32 softmax probability (held in ``confidence``; ``lse`` follows from it). The other
+    positions keep their tokens, with confidence and entropy 0: no work on the prefix the model sees."""
     logits = state.logits if state.logits is not None else model.logits(state.x, attention_mask=state.attention_mask)
-    lb = logits[:, idx].masked_fill(torch.arange(logits.shape[-1], device=logits.device) == model.mask_id, float("-inf"))
-    lf = lb.to(torch.promote_types(lb.dtype, torch.float32))
+    logits[:, idx, model.mask_id] = float("-inf")  # this step's own logits: never the mask token
+    lf = logits[:, idx].to(torch.promote_types(logits.dtype, torch.float32))
+    tok = lf.argmax(-1)
+    p = torch.softmax(lf.float(), dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # float32, as the scheduler
     tokens, confidence = state.x.clone(), torch.zeros(state.x.shape, dtype=torch.float64, device=state.x.device)
     lse = torch.zeros(state.x.shape, dtype=lf.dtype, device=state.x.device)
-    tokens[:, idx] = lf.argmax(-1)
-    lse[:, idx] = torch.logsumexp(lf, dim=-1)
-    confidence[:, idx] = torch.softmax(lf.double(), dim=-1).gather(-1, tokens[:, idx, None]).squeeze(-1)
-    full = logits.clone()
-    full[:, idx] = lb
-    return Prediction(logits=full, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
+    tokens[:, idx], confidence[:, idx] = tok, p.double()
+    lse[:, idx] = lf.gather(-1, tok[..., None]).squeeze(-1) - p.log().to(lf.dtype)  # lse = logit - log p of any token
+    return Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)

@@ -11,7 +11,8 @@ schedule) and a search (``bon``) run alone: their random draws depend on the bat
 
 Each job receives events through its ``emit`` callable (called on the worker thread):
 
-- ``{"type": "step", "step", "positions", "tokens", "texts", "remasked", "tis"?}`` after every
+- ``{"type": "step", "step", "positions", "tokens", "texts", "remasked", "edited", "edited_texts",
+  "tis"?}`` after every
   denoising step that touched the row (positions count from the first generated token);
 - ``{"type": "text", "text"}``: the stream's new text, a delta (see :func:`stream_text`);
 - ``{"type": "done", "text", "finish_reason", "usage"}`` or ``{"type": "error", "status",
@@ -235,6 +236,8 @@ class Engine:
                 ev = {"type": "step", "step": step, "positions": [p - P for p in rec["positions"]], "tokens": rec["tokens"]}
                 ev["texts"] = [tok.decode([t]) for t in rec["tokens"]]
                 ev["remasked"] = [p - P for p in rec.get("remasked", [])]
+                ev["edited"] = [p - P for p in rec.get("edited", [])]  # llada2's in-place edits, and their new tokens
+                ev["edited_texts"] = [tok.decode([t]) for t in rec.get("edited_tokens", [])]
                 if "tis" in rec:  # BoE: the Token Influence Score of each candidate
                     ev["tis"] = {"positions": [p - P for p in rec["candidates"]], "values": rec["tis"]}
                 jobs[b].emit(ev)
