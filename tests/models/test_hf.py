@@ -371,3 +371,14 @@ def test_sparse_backward_of_hf_models_equals_the_reference(build, mode, monkeypa
     slow = _tis(slow_model, "candidates+probes")
     torch.testing.assert_close(fast, slow, atol=1e-10, rtol=1e-8)
     assert fast.abs().max() > 1e-8
+
+
+def test_a_diffusiongemma_checkpoint_is_refused_in_one_line(tmp_path):
+    """DiffusionGemma is uniform-noise block diffusion, not a masked model: loading it says so, instead of
+    failing deep inside transformers or decoding it as a masked LM."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "diffusion_gemma", "architectures": ["DiffusionGemmaForBlockDiffusion"]})
+    )
+    with pytest.raises(ValueError, match="DiffusionGemma checkpoint") as err:
+        tabes.load(tmp_path)
+    assert "\n" not in str(err.value)

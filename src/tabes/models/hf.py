@@ -456,6 +456,11 @@ def load_hf(
     path = Path(path)
     raw = json.loads((path / "config.json").read_text())
     names = " ".join([str(raw.get("model_type", "")), *map(str, raw.get("architectures") or [])]).lower()
+    if "diffusion_gemma" in names or "diffusiongemma" in names:
+        raise ValueError(
+            f"{path} is a DiffusionGemma checkpoint (uniform-noise block diffusion: no mask token, an encoder and a "
+            "self-conditioned decoder); tabes does not decode it yet: use its own model.generate() or diffusers' DiffusionGemmaPipeline"
+        )
     if kind == "auto":
         kind = "llada" if "llada" in names else "dream" if "dream" in names else "masked-lm"
     if "auto_map" in raw and not trust_remote_code:
