@@ -162,10 +162,11 @@ def generate(
                 if result.remask is not None and pace.steps_left > 1:
                     again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
                     xw = xw.masked_fill(again, mask_id)
-                xr = x[r]
+                xr = x[r]  # a view of x when every row steps
                 xr[:, w] = xw
-                x[r] = ends.fill(xr, fixed[r])
-                ends.after_step(x[:, :seen], rows, (commit | edit) & (result.tokens == ends.eos))
+                if ends.fill_eos is not None or not isinstance(r, slice):
+                    x[r] = ends.fill(xr, fixed[r])
+                ends.after_step(x[:, :seen], rows, commit | edit, result.tokens)
                 counts.add_step(rows, result, again)
                 carry.put(rows, result.carry)
                 # 5. trace; a caller watching the steps may end rows
@@ -235,7 +236,6 @@ class _Ends:
     ) -> None:
         self.fill_eos = eos_id if policy is None else None
         self.stop_eos = eos_id if policy is not None and policy.eos_early_stop else None
-        self.eos = -1 if eos_id is None else eos_id  # -1 matches no token
         self.mask_id = mask_id
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
         free = (~fixed).any(0).nonzero()
@@ -256,9 +256,13 @@ class _Ends:
         ended = ((xr == self.fill_eos) & ~fixed).cumsum(-1) > 0
         return torch.where(ended & (xr == self.mask_id) & ~fixed, self.fill_eos, xr)
 
-    def after_step(self, x: Tensor, rows: Tensor, eos_hits: Tensor) -> None:
-        """With the early stop: freeze the rows that finished this step (``eos_hits`` (R, W))."""
-        if self.stop_eos is None or not bool(eos_hits.any()):
+    def after_step(self, x: Tensor, rows: Tensor, changed: Tensor, tokens: Tensor) -> None:
+        """With the early stop: freeze the rows that finished this step (``changed`` (R, W): the
+        positions committed or edited, to ``tokens``)."""
+        if self.stop_eos is None:
+            return
+        eos_hits = changed & (tokens == self.stop_eos)
+        if not bool(eos_hits.any()):
             return
         committed = torch.zeros_like(self.frozen)
         committed[rows] = eos_hits.any(-1)
