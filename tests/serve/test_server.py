@@ -215,3 +215,11 @@ def test_queue_limit_timeout_disconnect_and_sigterm():
     finally:
         srv.stop()
     assert "Traceback" not in srv.log(), srv.log()
+
+
+def test_llada2_blocks_over_the_api_equal_generate_text(client, model):
+    """``blocks: "llada2"`` with the ``llada2`` sampler: the tokens of ``generate_text(..., blocks="llada2")``."""
+    extra = {"sampler": "llada2", "blocks": "llada2", "block_length": 16, "steps": 24}
+    got = client.completions.create(model="text-demo", prompt=PROMPTS[2], max_tokens=GEN, extra_body=extra)
+    want = generate_text(model, [PROMPTS[2]], gen_length=GEN, steps=24, block_length=16, sampler="llada2", blocks="llada2").texts[0]
+    assert got.choices[0].text == want

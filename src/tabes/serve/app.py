@@ -4,7 +4,8 @@ Endpoints:
 
 - ``POST /v1/completions``, ``POST /v1/chat/completions``: OpenAI's request and response
   bodies. Extra request fields (the official client sends them with ``extra_body``):
-  ``sampler`` (any spec), ``steps``, ``block_length``, ``cache``. ``usage.tabes`` holds the
+  ``sampler`` (any spec), ``steps``, ``block_length``, ``cache``, ``blocks`` (``"llada2"``:
+  LLaDA 2's pace, as ``tabes generate --blocks llada2``). ``usage.tabes`` holds the
   row's forward and backward passes, steps, batch size and the batch's seconds.
 - ``stream: true`` sends server-sent events in OpenAI's chunk format. What streams is the text
   from the first generated position up to the first position still masked, as it grows
@@ -127,7 +128,14 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
             raise BadRequest(f"seed must be an integer, got {seed!r}", "seed")
         if body.get("n", 1) not in (1, None):
             raise BadRequest(f"n must be 1, got {body.get('n')!r}: send one request per seed", "n")
-        return Settings(spec, steps, gen, block, cache, float(temp), seed)
+        blocks = body.get("blocks", "tabes")
+        if blocks not in ("tabes", "llada2"):
+            raise BadRequest(f"blocks must be 'tabes' or 'llada2', got {blocks!r}", "blocks")
+        if blocks == "llada2" and limit is not None and -(-(n_prompt + gen) // (block or 32)) * (block or 32) > limit:
+            raise BadRequest(
+                f"max_tokens: the prompt and max_tokens padded to whole blocks pass the model's {limit} positions", "max_tokens"
+            )
+        return Settings(spec, steps, gen, block, cache, float(temp), seed, blocks)
 
     def stops(body: dict) -> list[str]:
         s = body.get("stop")

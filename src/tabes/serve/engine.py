@@ -50,10 +50,12 @@ class Settings:
     cache: str = "none"
     temperature: float = 0.0
     seed: int = 0
+    blocks: str = "tabes"
 
     def batch_key(self, sampler: Any) -> tuple | None:
-        """Jobs with equal keys decode together; None: this job runs alone."""
-        if self.temperature > 0 or is_search(sampler) or getattr(sampler, "stochastic", False):
+        """Jobs with equal keys decode together; None: this job runs alone (and so does a LLaDA 2
+        pace, whose counts are batch-wide: a row there depends on its batch, as in the pipeline)."""
+        if self.temperature > 0 or is_search(sampler) or getattr(sampler, "stochastic", False) or self.blocks != "tabes":
             return None
         return (self.sampler, self.steps, self.gen_length, self.block_length, self.cache)
 
@@ -108,7 +110,7 @@ class Engine:
 
     def __init__(self, model: Any, *, max_batch: int = 16, batch_window_ms: float = 10.0, max_queue: int = 256) -> None:
         from tabes.samplers import get_sampler
-        from tabes.tasks.text import pad_id
+        from tabes.tasks.text import pad_id, pad_to_blocks
 
         if max_batch < 1 or max_queue < 1 or batch_window_ms < 0:
             raise ValueError(
@@ -118,7 +120,7 @@ class Engine:
         self.tok = model.tokenizer
         self.max_batch, self.window, self.max_queue = max_batch, batch_window_ms / 1000.0, max_queue
         self._get_sampler = get_sampler
-        self._pad_id = pad_id
+        self._pad_id, self._pad_to_blocks = pad_id, pad_to_blocks
         self._waiting: collections.deque[Job] = collections.deque()
         self._running = 0
         self._cv = threading.Condition()
@@ -217,12 +219,14 @@ class Engine:
             ids[b, : P - len(j.prompt_ids)] = pad
             attn[b, : P - len(j.prompt_ids)] = False
             ids[b, P - len(j.prompt_ids) : P] = torch.tensor(j.prompt_ids, dtype=torch.long)
+        if s.blocks == "llada2":  # whole blocks, the tail hidden, as LLaDA 2's pipeline lays them out
+            ids, attn = self._pad_to_blocks(ids, attn, s.block_length or 32, mask)
         ended = torch.zeros(B, dtype=torch.bool)
         sent = [""] * B
         live = not is_search(jobs[0].sampler)
 
         def text_of(row: torch.Tensor) -> str:
-            gen = row[P:].tolist()
+            gen = row[P : P + s.gen_length].tolist()
             cut = gen.index(mask) if mask in gen else len(gen)
             if eos is not None and eos in gen[:cut]:
                 cut = gen.index(eos)
@@ -261,18 +265,19 @@ class Engine:
             ids.to(device),
             sampler=jobs[0].sampler,
             steps=s.steps,
-            block_length=s.block_length,
+            block_length=s.block_length or (32 if s.blocks == "llada2" else None),
             temperature=s.temperature,
             generator=torch.Generator().manual_seed(s.seed),
             attention_mask=attn.to(device),
             **({"on_step": on_step} if live else {}),
             **({} if s.cache == "none" else {"cache": s.cache}),
+            **({} if s.blocks == "tabes" else {"blocks": s.blocks, "eos_id": eos}),
         )
         seqs = out.sequences.cpu()
         for b, j in enumerate(jobs):
             if ended[b]:
                 continue
-            gen = seqs[b, P:].tolist()
+            gen = seqs[b, P : P + s.gen_length].tolist()
             n_gen = gen.index(eos) if eos is not None and eos in gen else len(gen)
             full = tok.decode(gen[:n_gen], skip_special_tokens=True)
             text = stream_text(full, j.stop, final=True)

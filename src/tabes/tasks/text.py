@@ -56,6 +56,14 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
     return ids, attention_mask, P
 
 
+def pad_to_blocks(ids: torch.Tensor, attention_mask: torch.Tensor, block_length: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) ids and attention mask padded on the right to whole blocks of ``block_length``, with
+    masks that attention does not see: LLaDA 2's pipeline decodes that tail with the last block."""
+    B, tail = ids.shape[0], -ids.shape[1] % block_length
+    ids = torch.cat([ids, ids.new_full((B, tail), mask_id)], 1)
+    return ids, torch.cat([attention_mask, attention_mask.new_zeros((B, tail))], 1)
+
+
 def pad_id(model) -> int:
     """The id that pads prompts: the tokenizer's pad token, else its EOS token, never the mask.
 
@@ -110,9 +118,7 @@ def generate_text(
     stop = eos if eos_fill else None
     if blocks == "llada2":
         block_length = block_length or 32
-        tail = -ids.shape[1] % block_length  # whole blocks: the pipeline pads with masks it hides from attention
-        ids = torch.cat([ids, ids.new_full((B, tail), model.mask_id)], 1)
-        attention_mask = torch.cat([attention_mask, attention_mask.new_zeros((B, tail))], 1)
+        ids, attention_mask = pad_to_blocks(ids, attention_mask, block_length, model.mask_id)
         stop = eos  # its EOS early stop
     out = decode(
         model,
