@@ -84,9 +84,10 @@ def test_routed_attention_keeps_the_padding_mask(build):
     am = torch.ones_like(ids, dtype=torch.bool)
     am[1, :3] = am[2, :1] = False  # left padding
     before = model.logits(ids, attention_mask=am)
-    assert model.routes_attention
+    routed = model.routes_attention  # the switch (masked LMs reach the registry from transformers 5 on)
     after = model.logits(ids, attention_mask=am)
     torch.testing.assert_close(after[am], before[am], atol=1e-9, rtol=1e-9)
+    assert routed or int(transformers.__version__.split(".")[0]) < 5
 
 
 def test_llama_stand_in_is_bidirectional_and_routes_aqa():
