@@ -32,7 +32,8 @@ from tabes.hardware import cpu_info
 from tabes.tasks import sudoku
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of ``values`` (0 for none)."""
     if not values:
         return 0.0
     s = sorted(values)
@@ -55,12 +56,12 @@ def _row(
         "solved": sum(bool(r.correct if r.correct is not None else r.valid) for r in res),
         "gave_up": sum(r.path == "unsolved" for r in res),
         "nodes_median": statistics.median(nodes) if n else 0,
-        "nodes_p95": _pct(nodes, 0.95),
+        "nodes_p95": percentile(nodes, 0.95),
         "backtracks_mean": round(sum(bts) / max(n, 1), 2),
         "backtracks_median": statistics.median(bts) if n else 0,
-        "backtracks_p95": _pct(bts, 0.95),
+        "backtracks_p95": percentile(bts, 0.95),
         "forwards_median": statistics.median(fw) if n else 0,
-        "forwards_p95": _pct(fw, 0.95),
+        "forwards_p95": percentile(fw, 0.95),
         "backwards_mean": round(sum(r.backwards for r in res) / max(n, 1), 2),
         "wall_s": round(wall, 2),
         "wall_s_per_puzzle": round(wall / max(n, 1), 4),
@@ -68,7 +69,7 @@ def _row(
         "threads": torch.get_num_threads(),
         "max_nodes": max_nodes,
         "wall_s_median": round(statistics.median(times), 4) if times else None,
-        "wall_s_p95": round(_pct(times, 0.95), 4) if times else None,
+        "wall_s_p95": round(percentile(times, 0.95), 4) if times else None,
     }
 
 

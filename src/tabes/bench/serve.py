@@ -23,12 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tabes.bench.search import percentile
 from tabes.hardware import cpu_info
-
-
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else 0.0
 
 
 def _post(url: str, body: dict, timeout: float) -> tuple[int, dict, float]:
@@ -118,7 +114,7 @@ def run_serve_bench(
         "lost": n - len(ok),
         "duplicated": len(ids) - len(set(ids)),
         "p50_s": round(statistics.median(lat), 3) if lat else None,
-        "p95_s": round(_pct(lat, 0.95), 3) if lat else None,
+        "p95_s": round(percentile(lat, 0.95), 3) if lat else None,
         "requests_per_s": round(rps, 3),
         "tokens_per_s": round(tokens / wall, 1),
         "serial_requests_per_s": round(srps, 3),

@@ -110,7 +110,7 @@ class Engine:
 
     def __init__(self, model: Any, *, max_batch: int = 16, batch_window_ms: float = 10.0, max_queue: int = 256) -> None:
         from tabes.samplers import get_sampler
-        from tabes.tasks.text import pad_id, pad_to_blocks
+        from tabes.tasks.text import completion, pad_prompts, pad_to_blocks
 
         if max_batch < 1 or max_queue < 1 or batch_window_ms < 0:
             raise ValueError(
@@ -120,7 +120,7 @@ class Engine:
         self.tok = model.tokenizer
         self.max_batch, self.window, self.max_queue = max_batch, batch_window_ms / 1000.0, max_queue
         self._get_sampler = get_sampler
-        self._pad_id, self._pad_to_blocks = pad_id, pad_to_blocks
+        self._pad_prompts, self._pad_to_blocks, self._completion = pad_prompts, pad_to_blocks, completion
         self._waiting: collections.deque[Job] = collections.deque()
         self._running = 0
         self._cv = threading.Condition()
@@ -209,28 +209,17 @@ class Engine:
         self.batches.append(len(jobs))
         s, model, tok = jobs[0].settings, self.model, self.tok
         mask, eos = model.mask_id, tok.eos_token_id
-        P = max(len(j.prompt_ids) for j in jobs)
-        B, L = len(jobs), P + s.gen_length
-        device = model.token_embeddings().device
-        ids = torch.full((B, L), mask, dtype=torch.long)
-        attn = torch.ones(B, L, dtype=torch.bool)
-        pad = self._pad_id(model) if any(len(j.prompt_ids) < P for j in jobs) else mask
-        for b, j in enumerate(jobs):
-            ids[b, : P - len(j.prompt_ids)] = pad
-            attn[b, : P - len(j.prompt_ids)] = False
-            ids[b, P - len(j.prompt_ids) : P] = torch.tensor(j.prompt_ids, dtype=torch.long)
+        ids, attn, P = self._pad_prompts(model, [j.prompt_ids for j in jobs], s.gen_length)
+        B = len(jobs)
         if s.blocks == "llada2":  # whole blocks, the tail hidden, as LLaDA 2's pipeline lays them out
             ids, attn = self._pad_to_blocks(ids, attn, s.block_length or 32, mask)
         ended = torch.zeros(B, dtype=torch.bool)
         sent = [""] * B
         live = not is_search(jobs[0].sampler)
 
-        def text_of(row: torch.Tensor) -> str:
+        def text_of(row: torch.Tensor) -> str:  # the completion up to the first position still masked
             gen = row[P : P + s.gen_length].tolist()
-            cut = gen.index(mask) if mask in gen else len(gen)
-            if eos is not None and eos in gen[:cut]:
-                cut = gen.index(eos)
-            return tok.decode(gen[:cut], skip_special_tokens=True)
+            return self._completion(tok, gen[: gen.index(mask)] if mask in gen else gen)[0]
 
         def on_step(step: int, x: torch.Tensor, records: list[dict]) -> torch.Tensor | None:
             for rec in records:
@@ -262,13 +251,13 @@ class Engine:
 
         out = decode(
             model,
-            ids.to(device),
+            ids,
             sampler=jobs[0].sampler,
             steps=s.steps,
             block_length=s.block_length or (32 if s.blocks == "llada2" else None),
             temperature=s.temperature,
             generator=torch.Generator().manual_seed(s.seed),
-            attention_mask=attn.to(device),
+            attention_mask=attn,
             **({"on_step": on_step} if live else {}),
             **({} if s.cache == "none" else {"cache": s.cache}),
             **({} if s.blocks == "tabes" else {"blocks": s.blocks, "eos_id": eos}),
@@ -278,8 +267,7 @@ class Engine:
             if ended[b]:
                 continue
             gen = seqs[b, P : P + s.gen_length].tolist()
-            n_gen = gen.index(eos) if eos is not None and eos in gen else len(gen)
-            full = tok.decode(gen[:n_gen], skip_special_tokens=True)
+            full, n_gen = self._completion(tok, gen)
             text = stream_text(full, j.stop, final=True)
             hit_stop = text != full
             if j.watch and text.startswith(sent[b]) and len(text) > len(sent[b]):

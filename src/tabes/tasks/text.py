@@ -39,10 +39,14 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
     """Left-padded prompts followed by ``gen_length`` masks: ((B, P + gen_length) ids,
     (B, P + gen_length) bool attention mask, P), on the model's device."""
     tok = model.tokenizer
-    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return pad_prompts(model, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], gen_length)
+
+
+def pad_prompts(model, encoded: list[list[int]], gen_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`encode_prompts` for prompts already tokenized (lists of ids)."""
     P = max(len(e) for e in encoded)
     pad = pad_id(model) if any(len(e) < P for e in encoded) else model.mask_id  # the value is unused without padding
-    B, L = len(prompts), P + gen_length
+    B, L = len(encoded), P + gen_length
     limit = getattr(model, "max_positions", None)
     if limit is not None and limit < L:
         raise ValueError(f"prompt ({P} tokens) + gen_length ({gen_length}) = {L} positions, more than the model's {limit}")
@@ -54,6 +58,13 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
         attention_mask[b, : P - len(e)] = False
         ids[b, P - len(e) : P] = torch.tensor(e, dtype=torch.long, device=device)
     return ids, attention_mask, P
+
+
+def completion(tok, gen: list[int]) -> tuple[str, int]:
+    """The text of generated ids ``gen`` up to the first EOS, and how many ids that is."""
+    eos = tok.eos_token_id
+    n = gen.index(eos) if eos is not None and eos in gen else len(gen)
+    return tok.decode(gen[:n], skip_special_tokens=True), n
 
 
 def pad_to_blocks(ids: torch.Tensor, attention_mask: torch.Tensor, block_length: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,10 +144,5 @@ def generate_text(
         **({} if cache == "none" else {"cache": cache}),
         **({} if blocks == "tabes" else {"blocks": blocks}),
     )
-    texts = []
-    for b in range(B):
-        gen = out.sequences[b, P : P + gen_length].tolist()
-        if eos is not None and eos in gen:
-            gen = gen[: gen.index(eos)]
-        texts.append(tok.decode(gen, skip_special_tokens=True))
+    texts = [completion(tok, out.sequences[b, P : P + gen_length].tolist())[0] for b in range(B)]
     return TextResult(texts=texts, output=out, prompt_length=P)
