@@ -72,11 +72,10 @@ class LinearPace:
     def steps_left(self) -> int:
         return self.steps - self.s
 
-    def next(self, masked: Tensor, pending: Tensor) -> tuple[Tensor, Tensor] | None:
-        """``(rows, budget)`` for the next step, or None when the block is over.
-
-        ``masked`` (B, L): the masked positions each live row may commit; ``pending`` (B, L): the
-        block's masked positions in every row, finished ones included (unused here)."""
+    def next(self, masked: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(rows, budget)`` for the next step, or None when the block is over; ``masked`` (B, L):
+        the block's masked positions of every row (LLaDA 2's frozen rows included: the loop drops
+        their commits, not their masks)."""
         n = masked.sum(-1)
         rows = (n > 0).nonzero().squeeze(-1)
         if self.s >= self.steps or rows.numel() == 0:
@@ -99,10 +98,10 @@ class LLaDA2Pace:
     def steps_left(self) -> int:
         return max(1, self.steps - self.s)
 
-    def next(self, masked: Tensor, pending: Tensor) -> tuple[Tensor, Tensor] | None:
+    def next(self, masked: Tensor) -> tuple[Tensor, Tensor] | None:
         if not self.open:
             return None
-        self.masks = bool(pending.any())  # batch-wide, finished rows included
+        self.masks = bool(masked.any())  # batch-wide, finished rows included
         self.post += not self.masks
         n = masked.sum(-1)
         rows = torch.arange(masked.shape[0], device=masked.device)

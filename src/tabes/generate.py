@@ -127,7 +127,7 @@ def generate(
             pace = LinearPace(block_steps) if policy is None else LLaDA2Pace(block_steps, hi - lo, policy.max_post_steps, _edits(sampler))
             s = 0
             # 1. masked positions of the block; 2. which rows step, with what budget (blocks.py)
-            while (nxt := pace.next(masked := (x == mask_id) & in_block & ~fixed, masked)) is not None:
+            while (nxt := pace.next(masked := (x == mask_id) & in_block & ~fixed)) is not None:
                 rows, budget = nxt
                 r = slice(None) if rows.numel() == B else rows  # every row: slices instead of copies
                 # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
