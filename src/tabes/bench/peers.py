@@ -31,8 +31,12 @@ class _Timer:
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.seconds, self._start = 0.0, 0.0
-        module.register_forward_pre_hook(self._begin)
-        module.register_forward_hook(self._end)
+        self._hooks = [module.register_forward_pre_hook(self._begin), module.register_forward_hook(self._end)]
+
+    def close(self) -> None:
+        """Take the hooks off the module (a model timed twice would otherwise carry both timers)."""
+        for h in self._hooks:
+            h.remove()
 
     def _begin(self, module: Any, args: Any) -> None:
         self._start = time.perf_counter()
@@ -138,6 +142,7 @@ def _llada2_rows(
                 "threads": torch.get_num_threads(),
             }
         )
+    timed.close()
     return rows
 
 
