@@ -11,7 +11,7 @@ from tabes.blocks import LLaDA2Blocks, block_schedule, plan_blocks, resolve_bloc
 from tabes.samplers import available
 from tests.models.test_hf import _llada
 
-SAMPLERS = [*sorted(set(available()) - {"dfs", "bon"}), "boe:point=mask", "llada2:editing_threshold=0.2"]
+SAMPLERS = [*sorted(set(available()) - {"dfs", "bon", "native"}), "boe:point=mask", "llada2:editing_threshold=0.2"]
 
 
 def test_aligned_blocks_start_at_a_multiple_of_the_block_length():

@@ -127,6 +127,93 @@ class BestOfN:
         return GenerationOutput(x, forwards, backwards, nsteps, time.perf_counter() - start, records)
 
 
+@dataclass(frozen=True)
+class NativeConfig:
+    """Overrides of the checkpoint's own rule; 0 (or -1 for the temperatures and the stability)
+    keeps its generation config's value. steps: denoising steps per canvas (the loop's ``steps``
+    is not used); entropy_bound: the EB acceptance bound; t_min/t_max: the linear temperature
+    schedule's ends; stability/confidence: the adaptive stop's thresholds; stopping: false runs
+    every step; schedule: false drops the temperature schedule."""
+
+    steps: int = 0
+    entropy_bound: float = 0.0
+    t_min: float = -1.0
+    t_max: float = -1.0
+    stability: int = -1
+    confidence: float = 0.0
+    stopping: bool = True
+    schedule: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "entropy_bound", "confidence"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: the generation config's), got {getattr(self, name)}")
+        for name in ("t_min", "t_max", "stability"):
+            if getattr(self, name) < 0 and getattr(self, name) != -1:
+                raise ValueError(f"{name} must be >= 0 (-1: the generation config's), got {getattr(self, name)}")
+
+
+@register
+class Native:
+    """The checkpoint's own decoding rule, as its generation config sets it (DiffusionGemma: model.generate())."""
+
+    name: ClassVar[str] = "native"
+    fixed_budget: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True
+    Config = NativeConfig
+
+    def __init__(self, config: NativeConfig | None = None) -> None:
+        self.config = config or NativeConfig()
+
+    def run(
+        self,
+        model: Denoiser,
+        ids: Tensor,
+        *,
+        steps: int,
+        generator: torch.Generator | None = None,
+        attention_mask: Tensor | None = None,
+        region: Tensor | None = None,
+        **_: Any,
+    ) -> GenerationOutput:
+        """Decode ``ids`` (B, L), whose masked positions are the last columns of every row, with
+        ``model.native_generate``; ``steps`` is not used (see :class:`NativeConfig`)."""
+        if not hasattr(model, "native_generate"):
+            raise ValueError(
+                f"sampler 'native': the model ({type(model).__name__}) ships no decoding rule of its own; "
+                "native is for DiffusionGemma checkpoints"
+            )
+        start = time.perf_counter()
+        masked = ids == model.mask_id
+        if region is not None:
+            masked &= region
+        B, L = ids.shape
+        cols = masked.any(0).nonzero()
+        P = int(cols[0]) if len(cols) else L
+        if P == L or not bool(masked[:, P:].all()):
+            raise ValueError(
+                "sampler 'native' decodes a prompt followed by masks: every row's masked positions must be the same last columns"
+            )
+        c = self.config
+        settings = model.native_settings(
+            max_denoising_steps=c.steps or None,
+            entropy_bound=c.entropy_bound or None,
+            t_min=None if c.t_min == -1 else c.t_min,
+            t_max=None if c.t_max == -1 else c.t_max,
+            stability_threshold=None if c.stability == -1 else c.stability,
+            confidence_threshold=c.confidence or None,
+            stopping=c.stopping,
+        )
+        if not c.schedule:
+            settings.t_min = settings.t_max = None
+        gen = generator if generator is not None else torch.Generator(device=ids.device)
+        am = None if attention_mask is None else attention_mask[:, :P]
+        out = model.native_generate(ids[:, :P], new_tokens=L - P, generator=gen, attention_mask=am, settings=settings)
+        seq = out.sequences[:, :L]  # whole canvases; a gen length that is not a multiple of the canvas is cut
+        zeros = torch.zeros(B, dtype=torch.long, device=ids.device)
+        return GenerationOutput(seq, out.forwards, zeros, out.steps, time.perf_counter() - start)
+
+
 from tabes import dfs  # noqa: E402, F401  (registers the dfs search beside bon)
 
 

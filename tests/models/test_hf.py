@@ -374,12 +374,15 @@ def test_sparse_backward_of_hf_models_equals_the_reference(build, mode, monkeypa
     assert fast.abs().max() > 1e-8
 
 
-def test_a_diffusiongemma_checkpoint_is_refused_in_one_line(tmp_path):
-    """DiffusionGemma is uniform-noise block diffusion, not a masked model: loading it says so, instead of
-    failing deep inside transformers or decoding it as a masked LM."""
+def test_a_diffusiongemma_checkpoint_without_the_model_in_transformers_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Under a transformers that ships no DiffusionGemma (4.x), loading one says so in one line,
+    instead of failing deep inside transformers or decoding it as a masked LM."""
+    from tabes.models import diffusion_gemma
+
+    monkeypatch.setattr(diffusion_gemma, "_model_class", lambda: None)
     (tmp_path / "config.json").write_text(
         json.dumps({"model_type": "diffusion_gemma", "architectures": ["DiffusionGemmaForBlockDiffusion"]})
     )
-    with pytest.raises(ValueError, match="DiffusionGemma checkpoint") as err:
+    with pytest.raises(ValueError, match="needs a transformers that ships DiffusionGemmaForBlockDiffusion") as err:
         tabes.load(tmp_path)
     assert "\n" not in str(err.value)

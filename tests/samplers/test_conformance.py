@@ -10,8 +10,8 @@ from tabes.samplers import available, get_sampler
 from tests.conftest import StubDenoiser
 
 # and BoE's one-pass variant; dfs needs a task's rules and is not a decode of a fixed step count
-# (tests/test_dfs.py checks it on Sudoku)
-SAMPLERS = [*sorted(set(available()) - {"dfs"}), "boe:point=mask"]
+# (tests/test_dfs.py checks it on Sudoku); native is a checkpoint's own rule (tests/models/test_diffusion_gemma.py)
+SAMPLERS = [*sorted(set(available()) - {"dfs", "native"}), "boe:point=mask"]
 
 
 @pytest.mark.parametrize("name", SAMPLERS)

@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--block-length", type=positive_int)
     p.add_argument("--temperature", type=nonneg_float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kind", choices=["masked-lm", "llada", "dream"], help="default: from the checkpoint's config")
+    p.add_argument("--kind", choices=["masked-lm", "llada", "dream", "diffusion-gemma"], help="default: from the checkpoint's config")
     p.add_argument("--mask-id", type=int, help="mask token id when the tokenizer has none")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code to run")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights when the folder has no safetensors")

@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long a request waits for companions")
     p.add_argument("--max-queue", type=positive_int, default=256, help="most requests queued or running; more get 429")
     p.add_argument("--request-timeout", type=_positive_float, help="seconds after which a request ends with a 504")
-    p.add_argument("--kind", choices=["masked-lm", "llada", "dream"], help="default: from the checkpoint's config")
+    p.add_argument("--kind", choices=["masked-lm", "llada", "dream", "diffusion-gemma"], help="default: from the checkpoint's config")
     p.add_argument("--mask-id", type=int, help="mask token id when the tokenizer has none")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code to run")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

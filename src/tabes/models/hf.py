@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from tabes.cache import LayerKV
+from tabes.models.diffusion_gemma import is_diffusion_gemma, load_diffusion_gemma
 from tabes.ops.aqa import AQA_MODES, attention, attention_to_keys
 from tabes.ops.rows import linear_rows
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LLADA_MASK_ID = 126336
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
-KINDS = ("auto", "masked-lm", "llada", "dream")
+KINDS = ("auto", "masked-lm", "llada", "dream", "diffusion-gemma")
 
 # (active (B, L) bool, mode) of the current call, read by the registered attention function
 _ACTIVE: contextvars.ContextVar[tuple[Tensor, str, Tensor | None, list] | None] = contextvars.ContextVar("tabes_active", default=None)
@@ -456,12 +457,7 @@ def load_hf(
     path = Path(path)
     raw = json.loads((path / "config.json").read_text())
     names = " ".join([str(raw.get("model_type", "")), *map(str, raw.get("architectures") or [])]).lower()
-    if "diffusion_gemma" in names or "diffusiongemma" in names:
-        raise ValueError(
-            f"{path} is a DiffusionGemma checkpoint (uniform-noise block diffusion: no mask token, an encoder and a "
-            "self-conditioned decoder); tabes does not decode it yet: use its own model.generate() or diffusers' DiffusionGemmaPipeline"
-        )
-    if kind == "auto":
+    if kind == "auto" and not is_diffusion_gemma(raw):
         kind = "llada" if "llada" in names else "dream" if "dream" in names else "masked-lm"
     if "auto_map" in raw and not trust_remote_code:
         raise ValueError(f"{path} needs its own model code (auto_map in config.json); pass trust_remote_code=True to run it")
@@ -478,6 +474,12 @@ def load_hf(
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
         except Exception:  # noqa: BLE001  (a checkpoint with unreadable tokenizer files still decodes ids)
             tokenizer = None
+    if is_diffusion_gemma(raw) or kind == "diffusion-gemma":
+        if not is_diffusion_gemma(raw) or kind not in ("auto", "diffusion-gemma"):
+            raise ValueError(f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')})")
+        if mask_id is not None:
+            raise ValueError(f"{path}: a DiffusionGemma checkpoint has no mask token (uniform noise); do not pass mask_id={mask_id}")
+        return load_diffusion_gemma(path, tokenizer=tokenizer, device=device, dtype=dtype)
     auto = transformers.AutoModelForMaskedLM
     if kind in ("llada", "dream") and "auto_map" not in raw:
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES

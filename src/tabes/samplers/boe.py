@@ -10,7 +10,8 @@ One step, per row (the numbers match ``docs/boe.md``; ``point="mask"`` merges 1 
                     of them by entropy); one forward from embeddings gives
                     H~ = sum_{j in P} H(pi~_j)
     4. backward:    g_i = dH~ / de~_i (gradients w.r.t. the injected embeddings only)
-    5. TIS:         TIS_i = -<g_i, e~_i - e_mask>  (first-order predicted drop of H~ when i is revealed)
+    5. TIS:         TIS_i = -<g_i, e~_i - e_i>  (first-order predicted drop of H~ when i is revealed;
+                    e_i = e_mask, or the noise token's embedding on a uniform-noise model)
     6. score:       s_i = c_i^gamma * norm(TIS_i) - lambda_ac * max(0, h_t - H_i)^2, h_t = h_max * t
                     commit the top-b candidates by s_i
 
@@ -225,10 +226,11 @@ def soft_embeddings(model: Denoiser, probs: Tensor, tau: float, where: Tensor | 
         return _scatter_rows(soft_embeddings(model, probs[where], tau), where)
 
 
-def _tis(grad: Tensor, soft: Tensor, model: Denoiser, candidates: Tensor) -> Tensor:
-    """TIS_i = -<g_i, e~_i - e_mask>: (B, L, D) gradient and soft embeddings -> (B, L) float32, 0 off candidates."""
-    e_mask = model.token_embeddings()[model.mask_id].detach()  # (D,)
-    return (-((grad * (soft - e_mask)).sum(-1)).float()).where(candidates, 0.0)
+def _tis(grad: Tensor, soft: Tensor, base: Tensor, candidates: Tensor) -> Tensor:
+    """TIS_i = -<g_i, e~_i - e_i>: (B, L, D) gradient, soft embeddings and current embeddings ->
+    (B, L) float32, 0 off candidates. e_i is what position i holds now: e_mask for a masked model,
+    the noise token's embedding for a uniform-noise one (DiffusionGemma)."""
+    return (-((grad * (soft - base)).sum(-1)).float()).where(candidates, 0.0)
 
 
 def token_influence(
@@ -268,7 +270,7 @@ def token_influence(
     if soft is None:
         soft = soft_embeddings(model, probs, tau, where=candidates)  # (B, L, D) e~, used (and computed) at the candidates only
     with torch.no_grad():
-        base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask
+        base = model.embed(x).detach()  # (B, L, D); masked positions hold e_mask (or their noise token)
     act = None
     if active == "candidates":
         act = candidates
@@ -284,7 +286,7 @@ def token_influence(
             (grad,) = torch.autograd.grad(future.sum(), inj)  # rows are independent: each row's own dH~/de~
         else:  # no path from the probes back to the candidates (e.g. kv mode with A = C): no influence
             grad = torch.zeros_like(inj)
-    tis = _tis(grad, soft, model, candidates)
+    tis = _tis(grad, soft, base, candidates)
     out = (tis, future.detach())
     if return_tokens:
         idx = candidates.nonzero(as_tuple=True)
@@ -361,7 +363,7 @@ class BoESampler:
                 h = _probe_entropy(logits[keep], probes[rows], model.mask_id)  # (R,) H~ at the current embeddings
                 (grad,) = torch.autograd.grad(h.sum(), emb)  # rows are independent
             soft = soft_embeddings(model, pred.probs_at(cand[rows], rows), cfg.tau)  # (n, D) at the candidates
-            tis[rows] = _tis(grad[keep], _scatter_rows(soft, cand[rows]), model, cand[rows])
+            tis[rows] = _tis(grad[keep], _scatter_rows(soft, cand[rows]), emb.detach()[keep], cand[rows])
             future[rows] = h.detach().float()
         elif not one_pass and rows.numel():
             sub = select_rows(model, rows)

@@ -102,6 +102,9 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
         if getattr(sampler, "name", "") == "dfs":
             raise BadRequest("sampler: dfs needs a task's constraint check and does not decode text; use a step sampler or bon", "sampler")
         gen = _int(body, "max_tokens", body.get("max_completion_tokens", d.gen_length))
+        canvas = getattr(unwrap(model), "canvas_length", None)
+        if canvas is not None and gen > 0:  # DiffusionGemma decodes whole canvases
+            gen = -(-gen // canvas) * canvas
         if limit is not None and n_prompt + gen > limit:
             raise BadRequest(
                 f"max_tokens: {n_prompt} prompt tokens + max_tokens {gen} = {n_prompt + gen}, more than the model's {limit} positions",
@@ -109,6 +112,10 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
             )
         steps = _int(body, "steps", max(1, round(d.steps * gen / d.gen_length)))
         block = _int(body, "block_length", d.block_length)
+        if canvas is not None:
+            if block not in (None, canvas):
+                raise BadRequest(f"block_length must be the model's canvas_length ({canvas}) or unset, got {block}", "block_length")
+            block = canvas
         if block is not None and steps < -(-gen // block):
             raise BadRequest(f"steps ({steps}) must be at least the number of blocks ({-(-gen // block)})", "steps")
         cache = body.get("cache", d.cache)
@@ -135,6 +142,8 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
             raise BadRequest(
                 f"max_tokens: the prompt and max_tokens padded to whole blocks pass the model's {limit} positions", "max_tokens"
             )
+        if canvas is not None and blocks != "tabes":
+            raise BadRequest(f"blocks={blocks!r} is for masked models; this model decodes its own canvases", "blocks")
         return Settings(spec, steps, gen, block, cache, float(temp), seed, blocks)
 
     def stops(body: dict) -> list[str]:

@@ -209,6 +209,7 @@ class Engine:
         self.batches.append(len(jobs))
         s, model, tok = jobs[0].settings, self.model, self.tok
         mask, eos = model.mask_id, tok.eos_token_id
+        ends = getattr(model, "completion_eos", None)  # a model's own end of text (DiffusionGemma: its generation config's)
         ids, attn, P = self._pad_prompts(model, [j.prompt_ids for j in jobs], s.gen_length)
         B = len(jobs)
         if s.blocks == "llada2":  # whole blocks, the tail hidden, as LLaDA 2's pipeline lays them out
@@ -219,7 +220,7 @@ class Engine:
 
         def text_of(row: torch.Tensor) -> str:  # the completion up to the first position still masked
             gen = row[P : P + s.gen_length].tolist()
-            return self._completion(tok, gen[: gen.index(mask)] if mask in gen else gen)[0]
+            return self._completion(tok, gen[: gen.index(mask)] if mask in gen else gen, ends)[0]
 
         def on_step(step: int, x: torch.Tensor, records: list[dict]) -> torch.Tensor | None:
             for rec in records:
@@ -267,7 +268,7 @@ class Engine:
             if ended[b]:
                 continue
             gen = seqs[b, P : P + s.gen_length].tolist()
-            full, n_gen = self._completion(tok, gen)
+            full, n_gen = self._completion(tok, gen, ends)
             text = stream_text(full, j.stop, final=True)
             hit_stop = text != full
             if j.watch and text.startswith(sent[b]) and len(text) > len(sent[b]):

@@ -60,10 +60,12 @@ def pad_prompts(model, encoded: list[list[int]], gen_length: int) -> tuple[torch
     return ids, attention_mask, P
 
 
-def completion(tok, gen: list[int]) -> tuple[str, int]:
-    """The text of generated ids ``gen`` up to the first EOS, and how many ids that is."""
-    eos = tok.eos_token_id
-    n = gen.index(eos) if eos is not None and eos in gen else len(gen)
+def completion(tok, gen: list[int], eos_ids: list[int] | None = None) -> tuple[str, int]:
+    """The text of generated ids ``gen`` up to the first EOS, and how many ids that is.
+
+    ``eos_ids``: the ids that end the text (None: the tokenizer's EOS; empty: nothing does)."""
+    eos_ids = [tok.eos_token_id] if eos_ids is None and tok.eos_token_id is not None else eos_ids or []
+    n = min((gen.index(e) for e in eos_ids if e in gen), default=len(gen))
     return tok.decode(gen[:n], skip_special_tokens=True), n
 
 
@@ -123,6 +125,14 @@ def generate_text(
         raise ValueError(f"gen_length must be positive, got {gen_length}")
     if not prompts:
         raise ValueError("no prompts given")
+    canvas = getattr(model, "canvas_length", None)
+    if canvas is not None:  # DiffusionGemma: whole canvases, decoded one by one
+        gen_length = -(-gen_length // canvas) * canvas
+        if block_length not in (None, canvas):
+            raise ValueError(f"block_length must be the model's canvas_length ({canvas}) or unset, got {block_length}")
+        if blocks != "tabes":
+            raise ValueError(f"blocks={blocks!r} is for masked models; a DiffusionGemma decodes its own canvases")
+        block_length = canvas
     ids, attention_mask, P = encode_prompts(model, prompts, gen_length)
     B = len(prompts)
     eos = tok.eos_token_id
@@ -144,5 +154,6 @@ def generate_text(
         **({} if cache == "none" else {"cache": cache}),
         **({} if blocks == "tabes" else {"blocks": blocks}),
     )
-    texts = [completion(tok, out.sequences[b, P : P + gen_length].tolist())[0] for b in range(B)]
+    ends = getattr(model, "completion_eos", None)
+    texts = [completion(tok, out.sequences[b, P : P + gen_length].tolist(), ends)[0] for b in range(B)]
     return TextResult(texts=texts, output=out, prompt_length=P)
