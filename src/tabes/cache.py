@@ -52,7 +52,11 @@ class LayerKV:
     values: list[Tensor]
 
     def rows(self, index: Tensor) -> LayerKV:
-        """The cache of the batch rows ``index`` ((n,) long, repeats allowed)."""
+        """The cache of the batch rows ``index`` ((n,) long, repeats allowed); itself, uncopied,
+        when ``index`` is every row in order."""
+        B = self.keys[0].shape[0] if self.keys else 0
+        if index.numel() == B and bool((index == torch.arange(B, device=index.device)).all()):
+            return self
         return LayerKV(self.positions, [k[index] for k in self.keys], [v[index] for v in self.values])
 
 

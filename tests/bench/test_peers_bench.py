@@ -23,3 +23,12 @@ def test_rows_have_the_keys_and_identical_tokens():
         assert set(r) >= KEYS and r["identical"] is True
         assert r["tabes_s_per_token"] > 0 and r["reference_s_per_token"] > 0
         assert 0 <= r["tabes_loop_s_per_token"] <= r["tabes_s_per_token"]
+
+
+def test_diffusion_gemma_rows_give_model_generates_tokens():
+    pytest.importorskip("transformers.models.diffusion_gemma", reason="this transformers ships no DiffusionGemma")
+    from tabes.bench.peers import _diffusion_gemma_rows
+
+    native, boe = _diffusion_gemma_rows(2, repeats=1, gen=32)
+    assert set(native) >= KEYS and native["identical"] is True and native["reference"].startswith("transformers")
+    assert boe["identical"] is None and boe["tabes_s_per_token"] > 0  # BoE's cost beside the model's own rule

@@ -140,7 +140,8 @@ def _random_diffusion_gemma():
     text = dict(
         vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, head_dim=32, global_head_dim=32, num_experts=8, top_k_experts=2, moe_intermediate_size=128,
-        sliding_window=64, pad_token_id=0, eos_token_id=1, bos_token_id=2, max_position_embeddings=1024,
+        sliding_window=64, layer_types=["sliding_attention", "full_attention"] * 2, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        max_position_embeddings=1024,
     )  # fmt: skip
     vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=8)
     return DiffusionGemmaForBlockDiffusion(DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=32)).eval()

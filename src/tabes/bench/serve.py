@@ -54,6 +54,8 @@ def run_serve_bench(
     max_tokens: int = 64,
     steps: int = 64,
     sampler: str = "confidence",
+    block_length: int | None = None,
+    cache: str = "none",
     model: str = "text-demo",
     url: str | None = None,
     prompts: list[str] | None = None,
@@ -72,8 +74,10 @@ def run_serve_bench(
     try:
         pool = prompts or shipped_prompts()
         n = clients * requests
+        extra = {"cache": cache} | ({} if block_length is None else {"block_length": block_length})
         bodies = [
-            {"prompt": pool[i % len(pool)], "max_tokens": max_tokens, "steps": steps, "sampler": sampler, "seed": 0} for i in range(n)
+            {"prompt": pool[i % len(pool)], "max_tokens": max_tokens, "steps": steps, "sampler": sampler, "seed": 0, **extra}
+            for i in range(n)
         ]
         endpoint = url.rstrip("/") + "/v1/completions"
         _post(endpoint, bodies[0], timeout)  # warm-up: first-call costs are not the server's steady state
@@ -125,6 +129,8 @@ def run_serve_bench(
         "max_tokens": max_tokens,
         "steps": steps,
         "sampler": sampler,
+        "block_length": block_length,
+        "cache": cache,
         "cpu": cpu_info().describe(),
         "threads": torch.get_num_threads(),
     }

@@ -61,6 +61,13 @@ def add_parsers(sub) -> None:
     b.add_argument("--max-tokens", type=positive_int, default=64)
     b.add_argument("--steps", type=positive_int, default=64)
     b.add_argument("--sampler", default="confidence")
+    b.add_argument("--block-length", type=positive_int, default=16, help="each request's block_length (default 16)")
+    b.add_argument(
+        "--cache",
+        choices=["none", "prefix", "dual"],
+        default="dual",
+        help="each request's block KV cache (default dual, as Fast-dLLM serves)",
+    )
     b.add_argument("--model", default="text-demo", help="what the started server serves (default text-demo)")
     b.add_argument("--url", help="an already running server (http://127.0.0.1:PORT) instead of starting one")
     b.add_argument("--max-batch", type=positive_int, default=16, help="the started server's --max-batch")
@@ -268,6 +275,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         steps=args.steps,
         sampler=args.sampler,
+        block_length=args.block_length,
+        cache=args.cache,
         model=args.model,
         url=args.url,
         server_args=["--max-batch", str(args.max_batch)],

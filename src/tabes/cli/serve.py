@@ -34,7 +34,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=positive_int, default=16, help="most requests decoded together")
-    p.add_argument("--batch-window-ms", type=float, default=10.0, help="how long a request waits for companions")
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=10.0,
+        help="how long a request waits for companions (again after each one, 4 windows at most)",
+    )
     p.add_argument("--max-queue", type=positive_int, default=256, help="most requests queued or running; more get 429")
     p.add_argument("--request-timeout", type=_positive_float, help="seconds after which a request ends with a 504")
     p.add_argument("--kind", choices=["masked-lm", "llada", "dream", "diffusion-gemma"], help="default: from the checkpoint's config")

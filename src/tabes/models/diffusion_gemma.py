@@ -313,7 +313,8 @@ class DiffusionGemmaDenoiser:
                 sample = torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, C)
                 argmax = logits.argmax(-1)
                 # EB: the lowest-entropy positions whose entropy sum, less its largest term, is within the bound
-                ent_sorted, order = torch.sort(torch.distributions.Categorical(logits=logits).entropy(), dim=-1)
+                ent = torch.distributions.Categorical(logits=logits, validate_args=False).entropy()  # (B, C)
+                ent_sorted, order = torch.sort(ent, dim=-1)
                 fits = torch.cumsum(ent_sorted, -1) - ent_sorted <= cfg.entropy_bound
                 keep = torch.zeros_like(fits).scatter(-1, order, fits)
                 noise = torch.randint(0, V, (B, C), generator=generator, device=dev)
@@ -331,7 +332,8 @@ class DiffusionGemmaDenoiser:
                         stable = (history == argmax[None]).all(-1).all(0)
                         history = torch.roll(history, -1, 0)
                         history[-1] = argmax
-                    confident = torch.distributions.Categorical(logits=logits).entropy().mean(-1) < cfg.confidence_threshold
+                    # the step's entropies again: a row already done keeps its state whatever this says
+                    confident = ent.mean(-1) < cfg.confidence_threshold
                     done |= stable & confident
                 sc = logits.to(dec.embed_tokens.weight.dtype)  # self-conditioning for the next step
                 canvas, answer = nxt, argmax

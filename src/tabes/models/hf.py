@@ -72,6 +72,7 @@ class _CacheCall:
     positions: Tensor | None = None  # (Lq,) the query positions (LLaDA's RoPE hook reads them)
     key_bias: Tensor | None = None
     order: Tensor | None = None
+    split: int | None = None  # the cached keys before the query block, when the block is one run of positions
     active: Tensor | None = None
     mode: str = "exact"  # the AQA mode of ``active``
     keys: list[Tensor] = field(default_factory=list)
@@ -104,7 +105,12 @@ def tabes_aqa_attention(
         cache.values.append(value[:, :, cache.context].detach())
     elif cache is not None:  # a step through the cache: the context's keys first, then the call's own
         i, cache.layer = cache.layer, cache.layer + 1
-        key, value = torch.cat([cache.kv.keys[i], key], dim=2), torch.cat([cache.kv.values[i], value], dim=2)
+        ck, cv = cache.kv.keys[i], cache.kv.values[i]
+        if cache.split is not None:  # in position order at once: the keys before the block, the block's, the rest
+            a = cache.split
+            key, value = torch.cat([ck[:, :, :a], key, ck[:, :, a:]], dim=2), torch.cat([cv[:, :, :a], value, cv[:, :, a:]], dim=2)
+        else:
+            key, value = torch.cat([ck, key], dim=2), torch.cat([cv, value], dim=2)
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
@@ -403,6 +409,12 @@ class HFDenoiser:
         B, Lq, _ = embeds.shape
         keys = torch.cat([kv.positions.to(embeds.device), positions.to(embeds.device)])
         order = None if bool((keys[1:] > keys[:-1]).all()) else keys.argsort()  # dual: the block sits between context keys
+        split = None
+        if order is not None and active is None:
+            ctx, first = kv.positions.to(embeds.device), positions[0].to(embeds.device)
+            a = int((ctx < first).sum())
+            if bool((keys[order] == torch.cat([ctx[:a], positions.to(embeds.device), ctx[a:]])).all()):
+                split, order, keys = a, None, keys[order]  # one run of positions: place the block's keys, no gather
         key_bias = None
         if attention_mask is not None and self._llada is None:  # LLaDA's own attention ignores padding, so does its cache
             key_bias = torch.zeros(B, 1, 1, keys.numel(), dtype=torch.float32, device=embeds.device)
@@ -412,7 +424,8 @@ class HFDenoiser:
             extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else _padded_positions(attention_mask)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
-        token = _KV.set(_CacheCall(kv=kv, key_bias=key_bias, order=order, active=active, positions=positions, mode=self.aqa_mode))
+        call = _CacheCall(kv=kv, key_bias=key_bias, order=order, split=split, active=active, positions=positions, mode=self.aqa_mode)
+        token = _KV.set(call)
         try:
             return self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits
         finally:

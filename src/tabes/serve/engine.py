@@ -156,7 +156,10 @@ class Engine:
 
     # -- the worker -------------------------------------------------------------------------
     def _take(self) -> list[Job] | None:
-        """Wait for the oldest job, give it ``window`` seconds for companions, return its batch."""
+        """Wait for the oldest job, give it ``window`` seconds for companions, return its batch.
+
+        The window starts again at each companion's arrival (a burst of requests arriving over
+        more than one window still decodes together), up to 4 windows in all."""
         with self._cv:
             while not self._waiting:
                 if self._closing:
@@ -164,10 +167,14 @@ class Engine:
                 self._cv.wait()
             first = self._waiting[0]
             key = first.settings.batch_key(first.sampler)
-            end = time.monotonic() + self.window
+            now = time.monotonic()
+            end, cap, seen = now + self.window, now + 4 * self.window, 1
             while key is not None and not self._closing:
-                if sum(self._key(j) == key for j in self._waiting) >= self.max_batch:
+                n = sum(self._key(j) == key for j in self._waiting)
+                if n >= self.max_batch:
                     break
+                if n > seen:  # a companion came: wait one more window for the next
+                    seen, end = n, min(cap, time.monotonic() + self.window)
                 left = end - time.monotonic()
                 if left <= 0:
                     break
