@@ -62,30 +62,33 @@ class LLaDA2Sampler:
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         block = state.block if state.block is not None else torch.ones_like(state.maskable[0])
         idx = block.nonzero().squeeze(-1)
+        if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx):
+            idx = slice(int(idx[0]), int(idx[-1]) + 1)  # a block is one run of positions: views, not copies
         pred = state.predict(model) if state.temperature > 0 else _block_prediction(model, state, idx)
         # the float32 probability of the token (the scheduler's sampled_probs), in the block only
-        conf = torch.zeros(state.x.shape, dtype=torch.float32, device=state.x.device)
         if state.temperature > 0:
             probs = torch.softmax(pred.logits[:, idx].float(), dim=-1)
-            conf[:, idx] = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)
+            conf = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)  # (B, block)
         else:
-            conf[:, idx] = pred.confidence[:, idx].float()  # already float32 there: exact
+            conf = pred.confidence[:, idx].float()  # already float32 there: exact
         commit = torch.zeros_like(state.maskable)
-        c = conf[:, idx].masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
+        c = conf.masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
         high = c > self.config.threshold
+        where = torch.arange(len(block), device=block.device)[idx]  # the block's positions
         for b, (k, n_high) in enumerate(zip(state.budget.tolist(), high.sum(-1).tolist())):
             if n_high >= k:
-                commit[b, idx[high[b]]] = True
+                commit[b, idx] |= high[b]
             elif k > 0:
-                commit[b, idx[torch.topk(c[b], k).indices]] = True
+                commit[b, where[torch.topk(c[b], k).indices]] = True
         edit = None
         if self.edits:
-            editable = block & ~state.maskable & ~state.fixed & (state.x != model.mask_id)
-            edit = editable & (conf > self.config.editing_threshold) & (pred.tokens != state.x)
+            editable = ~state.maskable[:, idx] & ~state.fixed[:, idx] & (state.x[:, idx] != model.mask_id)
+            edit = torch.zeros_like(state.maskable)
+            edit[:, idx] = editable & (conf > self.config.editing_threshold) & (pred.tokens[:, idx] != state.x[:, idx])
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit)
 
 
-def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor) -> Prediction:
+def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | slice) -> Prediction:
     """Greedy proposals at the block's positions ``idx`` only, as the scheduler makes them: the argmax
     and its float32 softmax probability (held in ``confidence``; ``lse`` follows from it). The other
     positions keep their tokens, with confidence and entropy 0: no work on the prefix the model sees."""
