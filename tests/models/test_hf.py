@@ -353,7 +353,7 @@ def _slow_attention(mode):
 def test_sparse_backward_of_hf_models_equals_the_reference(build, mode, monkeypatch):
     """Row-skipping linears, grad_rows in the first layer and each AQA mode, in float64, against
     plain autograd through the slow references (no row skipping, grad_rows only as detached inputs)."""
-    import tabes.models.hf as hf
+    import tabes.models.attention as shared
     from tabes.ops import rows
 
     def make():
@@ -368,7 +368,7 @@ def test_sparse_backward_of_hf_models_equals_the_reference(build, mode, monkeypa
     assert calls, "the row-skipping linears were not used"
     slow_model = make()
     slow_model.skip_rows = False
-    monkeypatch.setattr(hf, "attention", _slow_attention(mode))
+    monkeypatch.setattr(shared, "attention", _slow_attention(mode))
     slow = _tis(slow_model, "candidates+probes")
     torch.testing.assert_close(fast, slow, atol=1e-10, rtol=1e-8)
     assert fast.abs().max() > 1e-8

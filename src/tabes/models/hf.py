@@ -1,226 +1,43 @@
-"""Adapters: transformers checkpoints behind the :class:`tabes.protocol.Denoiser` protocol.
+"""Transformers checkpoints behind the :class:`tabes.protocol.Denoiser` protocol: the adapter the
+masked families share, and ``load_hf``, which recognises a folder's family.
 
-- ``kind="masked-lm"``: any ``*ForMaskedLM`` (BERT, RoBERTa, ModernBERT, ...) used as an MDM.
-- ``kind="llada"``: LLaDA-style bidirectional MDMs (remote code; mask id 126336).
-- ``kind="dream"``: Dream-style MDMs initialised from an autoregressive model: the prediction
-  for position i sits at i - 1, so logits are shifted right by one position. Because the
-  shift is applied to the logits inside ``logits_from_embeds``, gradients with respect to the
-  input embeddings are mapped through the same shift.
+One file per family holds what is its own:
 
-ActiveQueryAttention reaches a transformers model through its attention registry: the
-adapter registers ``tabes_aqa`` with ``AttentionInterface`` and switches the model to it. The
-active mask of a call travels in a context variable, so no model signature changes. A model
-whose attention layers do not call the registry keeps a dense backward, with one logged
-warning; BoE's result is the same either way, only the time differs.
+- :mod:`tabes.models.masked_lm`: any ``*ForMaskedLM`` (BERT, RoBERTa, ModernBERT, ...) as an MDM.
+- :mod:`tabes.models.llada`: LLaDA's layout (remote code; mask id 126336; attention hooked in its blocks).
+- :mod:`tabes.models.dream`: Dream's layout (an MDM from an autoregressive model; logits shifted).
+- :mod:`tabes.models.diffusion_gemma`: DiffusionGemma (uniform noise; its own adapter).
 
-LLaDA's remote code calls attention inside its own blocks (``model.model.transformer.blocks``),
-past the registry. For that layout the adapter replaces each block's
-``_scaled_dot_product_attention`` with the same ``tabes_aqa`` function and hooks its
-``rotary_emb`` (for the KV cache's query positions); the model's code is not copied or edited.
-
-The block KV cache (:mod:`tabes.cache`) uses the same attention function: a context variable
-tells it to keep the context's keys and values (the refresh forward) or to put them before
-the block's own (a cached step). Models whose attention does not reach it cannot use the cache.
+The shared pieces are here and in :mod:`tabes.models.attention` (the ``tabes_aqa`` attention
+function, ActiveQueryAttention's context, the block KV cache's context, row-skipping linears).
+A model whose attention layers do not call the registry keeps a dense backward, with one logged
+warning; BoE's result is the same either way, only the time differs. Models whose attention does
+not reach ``tabes_aqa`` cannot use the KV cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
 import inspect
 import json
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 
 from tabes.cache import LayerKV
+from tabes.models import masked_lm
+from tabes.models.attention import ACTIVE, CALLED, KV, CacheCall, padded_positions, register_attention, row_skipping
 from tabes.models.diffusion_gemma import is_diffusion_gemma, load_diffusion_gemma
-from tabes.ops.aqa import AQA_MODES, attention, attention_to_keys
-from tabes.ops.rows import linear_rows
+from tabes.models.dream import LOGIT_SHIFT, shift_logits
+from tabes.models.llada import default_mask_id, llada_blocks, route_llada
+from tabes.ops.aqa import AQA_MODES
 
 log = logging.getLogger(__name__)
 
-LLADA_MASK_ID = 126336
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 KINDS = ("auto", "masked-lm", "llada", "dream", "diffusion-gemma")
-
-# (active (B, L) bool, mode) of the current call, read by the registered attention function
-_ACTIVE: contextvars.ContextVar[tuple[Tensor, str, Tensor | None, list] | None] = contextvars.ContextVar("tabes_active", default=None)
-_CALLED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("tabes_called", default=None)
-
-
-@dataclass
-class _CacheCall:
-    """What the registered attention does with a KV cache in the current forward.
-
-    Filling (``kv`` None): keep each layer's keys and values at ``context`` (Lc,) long.
-    Using: put layer i's cached keys and values before the call's own; ``key_bias`` (B, 1, 1,
-    Lc + Lq) or None replaces the model's mask, ``active`` (B, Lq) are the AQA rows. Without
-    AQA rows, ``order`` (Lc + Lq,) long, when given, puts the keys in position order, so that a
-    cached step sums over the keys in the order the full forward does. Layers are counted in
-    call order (one attention call per layer and forward).
-    """
-
-    context: Tensor | None = None
-    kv: LayerKV | None = None
-    positions: Tensor | None = None  # (Lq,) the query positions (LLaDA's RoPE hook reads them)
-    key_bias: Tensor | None = None
-    order: Tensor | None = None
-    split: int | None = None  # the cached keys before the query block, when the block is one run of positions
-    active: Tensor | None = None
-    mode: str = "exact"  # the AQA mode of ``active``
-    keys: list[Tensor] = field(default_factory=list)
-    values: list[Tensor] = field(default_factory=list)
-    layer: int = 0
-
-
-_KV: contextvars.ContextVar[_CacheCall | None] = contextvars.ContextVar("tabes_kv", default=None)
-
-
-def tabes_aqa_attention(
-    module,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    attention_mask: Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs,
-):
-    """The ``tabes_aqa`` entry of transformers' attention registry.
-
-    Shapes: query (B, H, L, Dh), key/value (B, H_kv, L, Dh), attention_mask additive or bool,
-    broadcastable to (B, H, L, L). Returns ((B, L, H, Dh), None) like the built-in functions.
-    Without an active mask in the context it is ordinary attention.
-    """
-    cache = _KV.get()
-    if cache is not None and cache.kv is None:  # filling: keep the context's keys and values
-        cache.keys.append(key[:, :, cache.context].detach())
-        cache.values.append(value[:, :, cache.context].detach())
-    elif cache is not None:  # a step through the cache: the context's keys first, then the call's own
-        i, cache.layer = cache.layer, cache.layer + 1
-        ck, cv = cache.kv.keys[i], cache.kv.values[i]
-        if cache.split is not None:  # in position order at once: the keys before the block, the block's, the rest
-            a = cache.split
-            key, value = torch.cat([ck[:, :, :a], key, ck[:, :, a:]], dim=2), torch.cat([cv[:, :, :a], value, cv[:, :, a:]], dim=2)
-        else:
-            key, value = torch.cat([ck, key], dim=2), torch.cat([cv, value], dim=2)
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
-    L = key.shape[-2]
-    bias = None
-    if attention_mask is not None:
-        bias = attention_mask[..., :L]
-        if bias.dtype == torch.bool:
-            bias = torch.zeros(bias.shape, dtype=query.dtype, device=query.device).masked_fill(~bias, float("-inf"))
-        bias = bias.to(query.dtype)
-    if scaling is not None:  # our kernel scales by 1/sqrt(Dh); fold any other scale into q
-        query = query * (scaling * math.sqrt(query.shape[-1]))
-    if cache is not None and cache.kv is not None:
-        key_bias = None if cache.key_bias is None else cache.key_bias.to(query.dtype)
-        if cache.active is None and cache.order is not None:  # keys in position order, as the full forward has them
-            key, value = key[:, :, cache.order], value[:, :, cache.order]
-            key_bias = None if key_bias is None else key_bias[..., cache.order]
-        out = attention_to_keys(query, key, value, bias=key_bias, active=cache.active, mode=cache.mode)
-        return out.transpose(1, 2).contiguous(), None
-    state = _ACTIVE.get()
-    called = _CALLED.get()
-    if called is not None:
-        called.append(1)
-    if state is None:
-        out = attention(query, key, value, bias=bias)
-    else:
-        active, mode, grad_rows, calls = state
-        first = not calls  # the first attention call of the forward is the first layer
-        calls.append(1)
-        out = attention(query, key, value, bias=bias, active=active, mode=mode, grad_rows=grad_rows if first else None)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _linear_rows_forward(lin: torch.nn.Linear, x: Tensor) -> Tensor:
-    return linear_rows(x, lin.weight, lin.bias)
-
-
-@contextlib.contextmanager
-def _row_skipping(linears: list[torch.nn.Linear]):
-    """Inside the block, each ``torch.nn.Linear`` (exactly that class: quantized subclasses keep
-    their own forward) runs as :func:`tabes.ops.rows.linear_rows`: same values, a backward that
-    computes the input gradient only and skips rows whose upstream gradient is zero."""
-    for lin in linears:
-        lin.forward = functools.partial(_linear_rows_forward, lin)
-    try:
-        yield
-    finally:
-        for lin in linears:
-            del lin.forward  # back to the class's forward
-
-
-def llada_blocks(model) -> list | None:
-    """The blocks of LLaDA's remote-code layout (``model.model.transformer.blocks``, each with a
-    ``rotary_emb`` module and a ``_scaled_dot_product_attention`` method), or None."""
-    transformer = getattr(getattr(model, "model", None), "transformer", None)
-    if not isinstance(transformer, torch.nn.ModuleDict) or "blocks" not in transformer:
-        return None
-    blocks = list(transformer["blocks"])
-    fits = all(
-        callable(getattr(b, "_scaled_dot_product_attention", None)) and isinstance(getattr(b, "rotary_emb", None), torch.nn.Module)
-        for b in blocks
-    )
-    return blocks if blocks and fits else None
-
-
-def _llada_attention(
-    block, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0, is_causal: bool = False
-):
-    """Stands in for a LLaDA block's ``_scaled_dot_product_attention``: q (B, H, L, Dh), k and v
-    (B, H_kv, L, Dh) -> (B, H, L, Dh), through ``tabes_aqa`` (AQA, the KV cache)."""
-    groups = SimpleNamespace(num_key_value_groups=q.shape[1] // k.shape[1])
-    out, _ = tabes_aqa_attention(groups, q, k, v, attn_mask)
-    return out.transpose(1, 2)
-
-
-def _llada_rope(module, args, output):
-    """Forward hook on a LLaDA block's ``rotary_emb``: LLaDA numbers the rotary positions from 0
-    over the keys it is given, so in a step through the KV cache it re-rotates q and k at the
-    query positions' true places, with the module's own tables and rotation."""
-    call = _KV.get()
-    if call is None or call.kv is None or call.positions is None:
-        return None
-    q, k = args[0], args[1]
-    pos = call.positions.to(q.device)
-    sin, cos = module.get_rotary_embedding(int(pos.max()) + 1, q.device)
-    sin, cos = sin[:, :, pos].float(), cos[:, :, pos].float()
-    return module.apply_rotary_pos_emb(sin, cos, q.float()).type_as(q), module.apply_rotary_pos_emb(sin, cos, k.float()).type_as(k)
-
-
-def _padded_positions(attention_mask: Tensor) -> Tensor:
-    """(B, L) position ids counted from each row's first real token (left padding); positions after
-    it keep counting, hidden or not (a block-aligned tail, as LLaDA 2's pipeline numbers it)."""
-    L = attention_mask.shape[-1]
-    first = attention_mask.long().argmax(-1, keepdim=True)  # (B, 1); 0 for a row with no real token
-    return (torch.arange(L, device=attention_mask.device) - first).clamp_min(0)
-
-
-def register_attention() -> None:
-    """Register ``tabes_aqa`` with transformers' ``AttentionInterface`` (idempotent), and give it
-    the masks that ``sdpa`` gets: without a mask function of its own, transformers' mask
-    builders hand a custom attention no mask at all, and padding would be attended to."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register("tabes_aqa", tabes_aqa_attention)
-    try:
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    except ImportError:  # transformers before the mask registry: masks are built per model, not by name
-        return
-    AttentionMaskInterface.register("tabes_aqa", sdpa_mask)
 
 
 class HFDenoiser:
@@ -276,9 +93,7 @@ class HFDenoiser:
         """Try the ``tabes_aqa`` implementation; keep it only if a probe call reaches it. LLaDA's
         layout gets it through its blocks instead (the attention method and a RoPE hook)."""
         if self._llada is not None:
-            for block in self._llada:
-                block._scaled_dot_product_attention = functools.partial(_llada_attention, block)
-                block.rotary_emb.register_forward_hook(_llada_rope)
+            route_llada(self._llada)
             return self._probe()
         import transformers
 
@@ -300,13 +115,13 @@ class HFDenoiser:
     def _probe(self) -> bool:
         """Whether a forward reaches the ``tabes_aqa`` attention."""
         calls: list[int] = []
-        token = _CALLED.set(calls)
+        token = CALLED.set(calls)
         try:
             with torch.no_grad():
                 ids = torch.full((1, 2), self.mask_id, dtype=torch.long, device=self.model.device)
                 self._forward(self.embed(ids), None)
         finally:
-            _CALLED.reset(token)
+            CALLED.reset(token)
         return bool(calls)
 
     # ------------------------------------------------------------------ protocol
@@ -328,12 +143,9 @@ class HFDenoiser:
         if attention_mask is not None and self._takes_positions:
             # left padding: positions count from each row's first real token, so a row decodes
             # the same alone and in a padded batch
-            extra["position_ids"] = _padded_positions(attention_mask)
+            extra["position_ids"] = padded_positions(attention_mask)
         logits = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits  # (B, L, V)
-        if self.logit_shift:
-            # Dream: the prediction for position i is emitted at i - 1; position 0 repeats its own
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        return logits
+        return shift_logits(logits) if self.logit_shift else logits  # Dream: position i's prediction sits at i - 1
 
     def logits_from_embeds(
         self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
@@ -354,19 +166,19 @@ class HFDenoiser:
                     f"grad_rows must be a (B, L) = {tuple(embeds.shape[:2])} bool tensor, got {tuple(grad_rows.shape)} {grad_rows.dtype}"
                 )
             embeds = torch.where(grad_rows[..., None], embeds, embeds.detach())
-        skipping = _row_skipping(self._linears) if self.skip_rows and torch.is_grad_enabled() else contextlib.nullcontext()
+        skipping = row_skipping(self._linears) if self.skip_rows and torch.is_grad_enabled() else contextlib.nullcontext()
         if not self.routes_attention:
             if not self._warned:
                 log.warning("%s does not route attention through the registry: BoE uses a dense backward", type(self.model).__name__)
                 self._warned = True
             with skipping:
                 return self._forward(embeds, attention_mask)
-        token = _ACTIVE.set((active, self.aqa_mode, grad_rows, []))
+        token = ACTIVE.set((active, self.aqa_mode, grad_rows, []))
         try:
             with skipping:
                 return self._forward(embeds, attention_mask)
         finally:
-            _ACTIVE.reset(token)
+            ACTIVE.reset(token)
 
     # ------------------------------------------------------------------ KV cache (tabes.cache)
     def _check_cache(self) -> None:
@@ -391,13 +203,13 @@ class HFDenoiser:
         """The refresh forward: (B, L, D), (L,) bool context -> ((B, L, V) logits, the context's keys and values)."""
         self._check_cache()
         ctx = context.to(embeds.device).nonzero().squeeze(-1)
-        call = _CacheCall(context=ctx)
-        token = _KV.set(call)
+        call = CacheCall(context=ctx)
+        token = KV.set(call)
         try:
             with torch.no_grad():
                 logits = self._forward(embeds, attention_mask)
         finally:
-            _KV.reset(token)
+            KV.reset(token)
         return logits, LayerKV(ctx, call.keys, call.values)
 
     def logits_with_cache(
@@ -421,15 +233,15 @@ class HFDenoiser:
             key_bias = key_bias.masked_fill(~attention_mask.bool()[:, None, None, keys], float("-inf"))
         extra = {}
         if self._llada is None:  # LLaDA: the RoPE hook places the queries
-            extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else _padded_positions(attention_mask)[:, positions]
+            extra["position_ids"] = positions.expand(B, Lq) if attention_mask is None else padded_positions(attention_mask)[:, positions]
         # the model's own mask is replaced by key_bias in the attention; pass one of the right size
         mask = torch.zeros(B, 1, Lq, Lq, dtype=embeds.dtype, device=embeds.device) if self.bidirectional else None
-        call = _CacheCall(kv=kv, key_bias=key_bias, order=order, split=split, active=active, positions=positions, mode=self.aqa_mode)
-        token = _KV.set(call)
+        call = CacheCall(kv=kv, key_bias=key_bias, order=order, split=split, active=active, positions=positions, mode=self.aqa_mode)
+        token = KV.set(call)
         try:
             return self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits
         finally:
-            _KV.reset(token)
+            KV.reset(token)
 
     @property
     def max_positions(self) -> int | None:
@@ -493,15 +305,13 @@ def load_hf(
         if mask_id is not None:
             raise ValueError(f"{path}: a DiffusionGemma checkpoint has no mask token (uniform noise); do not pass mask_id={mask_id}")
         return load_diffusion_gemma(path, tokenizer=tokenizer, device=device, dtype=dtype)
-    auto = transformers.AutoModelForMaskedLM
-    if kind in ("llada", "dream") and "auto_map" not in raw:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-        if raw.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES:  # an encoder, not a decoder turned bidirectional
-            raise ValueError(
-                f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')}): it is a masked LM; use kind 'masked-lm'"
-            )
-    if kind != "masked-lm":
+    auto = masked_lm.model_class()
+    if kind in ("llada", "dream") and "auto_map" not in raw and masked_lm.is_masked_lm(raw.get("model_type")):
+        # an encoder, not a decoder turned bidirectional
+        raise ValueError(
+            f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')}): it is a masked LM; use kind 'masked-lm'"
+        )
+    if kind != "masked-lm":  # LLaDA and Dream: a decoder's layout, attending both ways
         auto = transformers.AutoModel if "auto_map" in raw else transformers.AutoModelForCausalLM
     try:
         model = auto.from_pretrained(path, **weights)
@@ -513,12 +323,7 @@ def load_hf(
         mask_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
         mask_id = mask_id if mask_id is not None else raw.get("mask_token_id")
         if mask_id is None and kind == "llada":
-            mask_id = LLADA_MASK_ID
-            if mask_id >= model.get_input_embeddings().weight.shape[0]:
-                raise ValueError(
-                    f"{path}: kind 'llada' does not fit this checkpoint ({raw.get('model_type')}): LLaDA's mask id {mask_id} "
-                    f"is outside its vocabulary of {model.get_input_embeddings().weight.shape[0]} tokens"
-                )
+            mask_id = default_mask_id(path, raw.get("model_type"), model.get_input_embeddings().weight.shape[0])
     if mask_id is None:
         if tokenizer is None:
             raise ValueError(f"{path}: no tokenizer files in the folder, so no mask token id; save the tokenizer there")
@@ -528,7 +333,7 @@ def load_hf(
             model,
             mask_id=int(mask_id),
             tokenizer=tokenizer,
-            logit_shift=1 if kind == "dream" else 0,
+            logit_shift=LOGIT_SHIFT if kind == "dream" else 0,
             bidirectional=kind in ("llada", "dream") and "auto_map" not in raw,
             aqa_mode=aqa_mode,
         )
