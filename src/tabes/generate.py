@@ -111,6 +111,7 @@ def generate(
     policy = resolve_blocks(blocks)
     plan = plan_blocks(~fixed, steps, block_length, aligned=policy is not None)
     counts, carry, ends = _Counts(B, x.device), _Carry(B, x.device), _Ends(B, x.device, policy, eos_id, fixed, mask_id)
+    cond = _Carry(B, x.device) if getattr(model, "conditioned", False) else None  # a model's own memory (self-conditioning)
     records = _Trace(trace)
     advance, close_bar = _progress(progress, steps, sampler.name)
     step = 0
@@ -121,6 +122,8 @@ def generate(
             seen = L if policy is None else hi  # LLaDA 2: the model sees the sequence up to the block's end
             if policy is not None:
                 carry.reset()  # a sampler's memory has the shape of the positions it saw, which grow by a block
+            if cond is not None:
+                cond.reset()  # a new block starts without the model's memory
             # 0. with a cache: the refresh forward; its logits serve the block's first step
             am = None if attention_mask is None else attention_mask[:, :seen]
             block_cache, win, fresh = _open_block(model, cache, x[:, :seen], (in_block & ~fixed)[:, :seen], (lo, hi), am, counts, carry)
@@ -151,7 +154,8 @@ def generate(
                     logits=None if fresh is None or s else fresh[rows],
                     block=in_block[w],
                 )
-                result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache), state)
+                memory = None if cond is None else cond.get(rows)
+                result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache, memory), state)
                 edits = _edit_mask(result, state, mask_id)
                 commit, edit = ends.keep(rows, result.commit & state.maskable, edits)
                 if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
@@ -169,6 +173,8 @@ def generate(
                 ends.after_step(x[:, :seen], rows, commit | edit, result.tokens)
                 counts.add_step(rows, result, again)
                 carry.put(rows, result.carry)
+                if cond is not None and result.prediction is not None:  # the block's logits condition the row's next step
+                    cond.put(rows, result.prediction.logits[:, lo - w.start : hi - w.start].detach())
                 # 5. trace; a caller watching the steps may end rows
                 new = records.add(step, block, rows, state, result, commit, budget, w.start) if trace or on_step else []
                 if on_step is not None and (ended := on_step(step, x, new)) is not None:

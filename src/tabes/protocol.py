@@ -200,9 +200,12 @@ class CountingDenoiser:
     KV cache: the transformer runs on the block's query positions only.
     """
 
-    def __init__(self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor, cache: Any = None) -> None:
+    def __init__(
+        self, model: Denoiser, rows: Tensor, forwards: Tensor, backwards: Tensor, cache: Any = None, condition: Tensor | None = None
+    ) -> None:
         self.model, self.rows, self.forwards, self.backwards = model, rows, forwards, backwards
         self.cache = cache
+        self.condition = condition  # (R, ...) the rows' conditioning from their previous step (a ``conditioned`` model's)
         self.vocab_size, self.mask_id = model.vocab_size, model.mask_id
 
     def __getattr__(self, name: str) -> Any:  # pass through anything else (config, device, ...)
@@ -216,7 +219,8 @@ class CountingDenoiser:
 
     def subset(self, local: Tensor) -> CountingDenoiser:
         """The same model for a subset of this sub-batch's rows, (k,) long local indices."""
-        return CountingDenoiser(self.model, self.rows[local], self.forwards, self.backwards, self.cache)
+        cond = None if self.condition is None else self.condition[local]
+        return CountingDenoiser(self.model, self.rows[local], self.forwards, self.backwards, self.cache, cond)
 
     def embed(self, ids: Tensor) -> Tensor:
         return self.model.embed(ids)
@@ -230,6 +234,9 @@ class CountingDenoiser:
         m = self._multiplicity(embeds.shape[0])
         if self.cache is not None:  # a sampler's m-fold batch repeats the rows (tiled)
             out = self.cache.logits(embeds, self.rows.repeat(m), attention_mask=attention_mask, active=active)
+        elif self.condition is not None:  # repeated like the rows
+            cond = self.condition.repeat(m, *([1] * (self.condition.dim() - 1)))
+            out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows, condition=cond)
         else:
             out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)
         self.forwards[self.rows] += m

@@ -230,3 +230,28 @@ def test_boe_tis_is_the_first_order_entropy_change_on_a_uniform_noise_canvas():
                 assert errors[-1] < 5e-3, errors  # a flipped sign or a wrong reference embedding gives O(1)
                 checked += 1
     assert checked == 6
+
+
+def test_the_loop_carries_each_rows_logits_into_the_next_steps_self_conditioning():
+    """With a tabes sampler, step k's decoder reads step k - 1's logits over the canvas as its
+    self-conditioning input (the native rule's carry); a canvas's first step reads none."""
+    d = DiffusionGemmaDenoiser(tiny_model())
+    seen, outs = [], []
+    d._decoder.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw.get("self_conditioning_logits")), with_kwargs=True)
+    real = d.logits_from_embeds
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        outs.append(out.detach().clone())
+        return out
+
+    d.logits_from_embeds = spy
+    ids = _ids(2)
+    decode(d, ids, sampler="confidence", steps=8, block_length=8)  # 2 canvases of 8, 4 steps each
+    assert len(seen) == len(outs) == 8
+    for k in range(8):
+        if k % 4 == 0:  # a canvas's first step
+            assert seen[k] is None
+        else:
+            lo = 4 + 8 * (k // 4)
+            torch.testing.assert_close(seen[k], outs[k - 1][:, lo : lo + 8, :V], rtol=0, atol=0)

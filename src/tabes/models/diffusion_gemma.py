@@ -25,8 +25,10 @@ to decode it:
   canvas is the first one with a masked position in any row; everything before it goes
   through the encoder (cached while it does not change), the canvas through the decoder. Only
   that canvas gets logits (other positions read a uniform row), so decode with
-  ``block_length = canvas_length`` (:func:`tabes.tasks.text.generate_text` does). The decoder
-  runs without self-conditioning there (as the native rule's first step of a canvas does).
+  ``block_length = canvas_length`` (:func:`tabes.tasks.text.generate_text` does). The loop
+  carries each row's logits over the canvas from one step to its next (``conditioned``), and
+  the decoder reads them as its self-conditioning input, as the native rule does; a canvas's
+  first step has none.
 
 Positions are counted as ``model.generate()`` counts them: from the first column of the
 (left-padded) batch, so a padded row's tokens depend on its padding, as they do there.
@@ -115,6 +117,7 @@ class DiffusionGemmaDenoiser:
         self._encoder = model.model.encoder
         self._decoder.embed_tokens.register_forward_hook(_canvas_hook)
         self.routes_attention = False  # BoE's backward is dense: the decoder's attention is not routed to ActiveQueryAttention
+        self.conditioned = True  # the loop hands each row's previous logits back (self-conditioning)
         self._ids: Tensor | None = None  # the ids of the last embed() call: where the masks are
         self._prefix: tuple[Tensor, Tensor, object] | None = None  # (embeds, mask, encoder cache) of the last prefix
 
@@ -178,7 +181,13 @@ class DiffusionGemmaDenoiser:
         return cache
 
     def logits_from_embeds(
-        self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None
+        self,
+        embeds: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        active: Tensor | None = None,
+        grad_rows: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """(B, L, D) embeddings of the ids of the last :meth:`embed` call -> (B, L, V + 1) logits.
 
@@ -186,7 +195,12 @@ class DiffusionGemmaDenoiser:
         the mask column is zero (decoding excludes it). The prefix's embeddings go through the
         encoder without gradient: no path leads from them to the canvas's entropy that BoE
         differentiates except through the decoder's cache reads, which it treats as constants.
-        ``active`` and ``grad_rows`` are ignored (dense backward)."""
+        ``active`` and ``grad_rows`` are ignored (dense backward).
+
+        ``condition``: (B, C, V + 1) the rows' logits over this canvas from their previous step
+        (the loop keeps them, see ``conditioned``), fed to the decoder's self-conditioning as a
+        constant; None (a canvas's first step) gives the zero signal. A condition of another
+        shape (a block that is not the canvas) is not used."""
         ids = self._ids
         if ids is None or ids.shape != embeds.shape[:2]:
             raise ValueError("DiffusionGemmaDenoiser.logits_from_embeds needs the ids of these embeddings: call embed(ids) first")
@@ -194,10 +208,14 @@ class DiffusionGemmaDenoiser:
         C, s = self.canvas_length, self._canvas(ids)
         am = torch.ones(B, L, dtype=torch.bool, device=embeds.device) if attention_mask is None else attention_mask.bool()
         cache = self._encode(embeds[:, :s].detach(), am[:, :s])
+        sc = None
+        if condition is not None and condition.shape[:2] == (B, C):
+            sc = condition[..., : self.V].detach().to(self._decoder.embed_tokens.weight.dtype)
         token = _CANVAS.set(embeds[:, s : s + C])
         try:
             hidden = self.model.model(
                 decoder_input_ids=torch.zeros(B, C, dtype=torch.long, device=embeds.device),
+                self_conditioning_logits=sc,
                 decoder_attention_mask=torch.cat([am[:, :s], am.new_ones(B, C)], 1),
                 cache=cache,
                 decoder_position_ids=torch.arange(s, s + C, dtype=torch.int32, device=embeds.device)[None],
