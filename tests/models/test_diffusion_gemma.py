@@ -138,7 +138,7 @@ def test_cli_runs_tabes_samplers(folder, capsys, spec):
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["forwards"] >= 16 and (rec["backwards"] > 0) == (spec == "boe")
     if spec == "boe":
-        assert rec["backward_attention"] == "dense"
+        assert rec["backward_attention"] == "aqa"
 
 
 # every registered spec but dfs (a task's search), with BoE's one-pass variant
@@ -255,3 +255,42 @@ def test_the_loop_carries_each_rows_logits_into_the_next_steps_self_conditioning
         else:
             lo = 4 + 8 * (k // 4)
             torch.testing.assert_close(seen[k], outs[k - 1][:, lo : lo + 8, :V], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "kv"])
+def test_aqa_backward_through_the_decoder(mode):
+    """ActiveQueryAttention in the decoder's backward: with every canvas row active it is the dense
+    backward; with the candidates and probes only, the forward is the same and the gradient is
+    not (inactive rows' scores are constants). The model's own attention is back after the call."""
+    from tabes.samplers.boe import _probe_entropy
+
+    d, x, pred, cand, probes = _tis_problem()
+    d.aqa_mode = mode
+
+    def run(active):
+        e = d.embed(x).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = d.logits_from_embeds(e, active=active)
+            (g,) = torch.autograd.grad(_probe_entropy(out, probes, d.mask_id).sum(), e)
+        return out.detach(), g
+
+    canvas = torch.zeros_like(x, dtype=torch.bool)
+    canvas[:, 4:12] = True
+    dense, g_dense = run(None)
+    full, g_full = run(canvas)
+    sparse, g_sparse = run(cand | probes)
+    torch.testing.assert_close(full, dense, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_full, g_dense, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
+    assert (g_sparse - g_dense).abs().max() > 1e-3
+    assert d.model.config.text_config._attn_implementation == "sdpa"
+
+
+def test_native_after_boe_still_gives_model_generates_tokens():
+    """BoE switches the decoder's attention for its own calls only: the native rule on the same
+    model stays exact."""
+    m = tiny_model()
+    d = DiffusionGemmaDenoiser(m)
+    decode(d, _ids(1), sampler="boe", steps=8, block_length=8)
+    got = d.native_generate(PROMPT, new_tokens=16, generator=torch.Generator().manual_seed(0)).sequences
+    assert torch.equal(got, _reference(m, PROMPT, None, 16, 0))

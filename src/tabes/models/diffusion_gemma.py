@@ -36,6 +36,7 @@ Positions are counted as ``model.generate()`` counts them: from the first column
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import math
@@ -44,6 +45,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tabes.models.attention import ACTIVE, register_attention
+from tabes.ops.aqa import AQA_MODES
 
 # the decoder's input embeddings of the current call, put in place of embed_tokens' output
 _CANVAS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("tabes_dg_canvas", default=None)
@@ -104,7 +108,9 @@ class DiffusionGemmaDenoiser:
         noise_seed: seeds the noise tokens of masked positions (with each row's content).
     """
 
-    def __init__(self, model, *, tokenizer=None, noise_seed: int = 0) -> None:
+    def __init__(self, model, *, tokenizer=None, noise_seed: int = 0, aqa_mode: str = "kv") -> None:
+        if aqa_mode not in AQA_MODES:
+            raise ValueError(f"aqa_mode must be one of {AQA_MODES}, got {aqa_mode!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.noise_seed = int(noise_seed)
@@ -116,7 +122,8 @@ class DiffusionGemmaDenoiser:
         self._decoder = model.model.decoder
         self._encoder = model.model.encoder
         self._decoder.embed_tokens.register_forward_hook(_canvas_hook)
-        self.routes_attention = False  # BoE's backward is dense: the decoder's attention is not routed to ActiveQueryAttention
+        self.routes_attention = True  # BoE's backward runs through ActiveQueryAttention in the decoder (``_aqa``)
+        self.aqa_mode = aqa_mode
         self.conditioned = True  # the loop hands each row's previous logits back (self-conditioning)
         self._ids: Tensor | None = None  # the ids of the last embed() call: where the masks are
         self._prefix: tuple[Tensor, Tensor, object] | None = None  # (embeds, mask, encoder cache) of the last prefix
@@ -195,7 +202,9 @@ class DiffusionGemmaDenoiser:
         the mask column is zero (decoding excludes it). The prefix's embeddings go through the
         encoder without gradient: no path leads from them to the canvas's entropy that BoE
         differentiates except through the decoder's cache reads, which it treats as constants.
-        ``active`` and ``grad_rows`` are ignored (dense backward).
+        ``active`` (B, L) under autograd: the decoder's backward runs through ActiveQueryAttention
+        with the canvas's rows of it (the cache's keys are constants, the canvas's own keys come
+        last, as :func:`tabes.ops.aqa.attention_to_keys` wants); ``grad_rows`` is not used.
 
         ``condition``: (B, C, V + 1) the rows' logits over this canvas from their previous step
         (the loop keeps them, see ``conditioned``), fed to the decoder's self-conditioning as a
@@ -212,14 +221,16 @@ class DiffusionGemmaDenoiser:
         if condition is not None and condition.shape[:2] == (B, C):
             sc = condition[..., : self.V].detach().to(self._decoder.embed_tokens.weight.dtype)
         token = _CANVAS.set(embeds[:, s : s + C])
+        aqa = self._aqa(active[:, s : s + C]) if active is not None and torch.is_grad_enabled() else contextlib.nullcontext()
         try:
-            hidden = self.model.model(
-                decoder_input_ids=torch.zeros(B, C, dtype=torch.long, device=embeds.device),
-                self_conditioning_logits=sc,
-                decoder_attention_mask=torch.cat([am[:, :s], am.new_ones(B, C)], 1),
-                cache=cache,
-                decoder_position_ids=torch.arange(s, s + C, dtype=torch.int32, device=embeds.device)[None],
-            ).last_hidden_state  # (B, C, D)
+            with aqa:
+                hidden = self.model.model(
+                    decoder_input_ids=torch.zeros(B, C, dtype=torch.long, device=embeds.device),
+                    self_conditioning_logits=sc,
+                    decoder_attention_mask=torch.cat([am[:, :s], am.new_ones(B, C)], 1),
+                    cache=cache,
+                    decoder_position_ids=torch.arange(s, s + C, dtype=torch.int32, device=embeds.device)[None],
+                ).last_hidden_state  # (B, C, D)
         finally:
             _CANVAS.reset(token)
         # the model's head and soft cap, at float32 or wider (its forward casts to float32; a
@@ -231,6 +242,21 @@ class DiffusionGemmaDenoiser:
         full = out.new_zeros(B, L, self.vocab_size)
         full[:, s : s + C, : self.V] = out
         return full
+
+    @contextlib.contextmanager
+    def _aqa(self, active: Tensor):
+        """For one decoder call: its attention layers call ``tabes_aqa`` with the canvas's active
+        rows ``active`` (B, C); the encoder (which shares their config) is not called meanwhile,
+        and the implementation is restored after, so the native rule keeps the model's own."""
+        cfg = self._decoder.layers[0].self_attn.config
+        register_attention()
+        previous, cfg._attn_implementation = cfg._attn_implementation, "tabes_aqa"
+        token = ACTIVE.set((active, self.aqa_mode, None, []))
+        try:
+            yield
+        finally:
+            ACTIVE.reset(token)
+            cfg._attn_implementation = previous
 
     def logits(self, ids: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
         """(B, L) ids -> (B, L, V + 1) logits."""
@@ -392,7 +418,7 @@ def _model_class():
 
 
 def load_diffusion_gemma(
-    path, *, tokenizer=None, device="cpu", dtype: torch.dtype | None = None, noise_seed: int = 0
+    path, *, tokenizer=None, device="cpu", dtype: torch.dtype | None = None, noise_seed: int = 0, aqa_mode: str = "kv"
 ) -> DiffusionGemmaDenoiser:
     """Load a DiffusionGemma checkpoint folder (safetensors, never downloads) as a :class:`DiffusionGemmaDenoiser`.
 
@@ -409,4 +435,4 @@ def load_diffusion_gemma(
     if dtype is not None:
         kw["dtype"] = dtype
     model = cls.from_pretrained(path, **kw).to(device)
-    return DiffusionGemmaDenoiser(model, tokenizer=tokenizer, noise_seed=noise_seed)
+    return DiffusionGemmaDenoiser(model, tokenizer=tokenizer, noise_seed=noise_seed, aqa_mode=aqa_mode)

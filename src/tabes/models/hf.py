@@ -304,7 +304,7 @@ def load_hf(
             raise ValueError(f"{path}: kind {kind!r} does not fit this checkpoint ({raw.get('model_type')})")
         if mask_id is not None:
             raise ValueError(f"{path}: a DiffusionGemma checkpoint has no mask token (uniform noise); do not pass mask_id={mask_id}")
-        return load_diffusion_gemma(path, tokenizer=tokenizer, device=device, dtype=dtype)
+        return load_diffusion_gemma(path, tokenizer=tokenizer, device=device, dtype=dtype, aqa_mode=aqa_mode)
     auto = masked_lm.model_class()
     if kind in ("llada", "dream") and "auto_map" not in raw and masked_lm.is_masked_lm(raw.get("model_type")):
         # an encoder, not a decoder turned bidirectional
