@@ -35,12 +35,15 @@ def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32, **kw):
     return model
 
 
-def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tokenizer(bos: bool = False):
+    """The word-level tokenizer; with ``bos``, it puts ``<bos>`` before every text (as Gemma's does)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="w3"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", BOS)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
 
 
@@ -58,13 +61,13 @@ def sharpen(model, scale: float = 40.0, eos_every: int = 0):
     return model.lm_head.register_forward_hook(hook)
 
 
-def save_folder(path: Path, seed: int = 0, eos: bool = True, **kw) -> Path:
+def save_folder(path: Path, seed: int = 0, eos: bool = True, bos: bool = False, **kw) -> Path:
     """A checkpoint folder: the tiny model (with EOS and pad in its generation config when ``eos``)
-    and the word-level tokenizer."""
+    and the word-level tokenizer (adding ``<bos>`` when ``bos``)."""
     model = tiny_model(seed, **kw)
     if eos:
         model.generation_config.eos_token_id = EOS
         model.generation_config.pad_token_id = PAD
     model.save_pretrained(path)
-    tokenizer().save_pretrained(path)
+    tokenizer(bos).save_pretrained(path)
     return path

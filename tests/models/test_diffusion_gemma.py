@@ -20,7 +20,7 @@ from tabes.protocol import predict  # noqa: E402
 from tabes.samplers import available  # noqa: E402
 from tabes.samplers.base import top_k_mask  # noqa: E402
 from tabes.samplers.boe import future_entropy, token_influence  # noqa: E402
-from tests.diffusion_gemma_tiny import EOS, PAD, V, save_folder, sharpen, tiny_model, tokenizer  # noqa: E402
+from tests.diffusion_gemma_tiny import BOS, EOS, PAD, V, save_folder, sharpen, tiny_model, tokenizer  # noqa: E402
 
 PROMPT = torch.tensor([[5, 6, 7, 8]])
 BATCH = torch.tensor([[PAD, PAD, 5, 6], [9, 10, 11, 12], [PAD, 3, 4, 5]])
@@ -101,13 +101,18 @@ def test_load_recognises_the_folder_and_refuses_a_wrong_kind(folder):
     assert tabes.load(folder, dtype="bfloat16").model.dtype == torch.bfloat16
 
 
-def test_cli_native_gives_the_completion_of_model_generate(folder, capsys):
+@pytest.mark.parametrize("bos", [False, True])
+def test_cli_native_gives_the_completion_of_model_generate(folder, tmp_path, capsys, bos):
+    """The prompt as the tokenizer makes it (with its BOS where it adds one), as generate() takes it."""
     from tabes.cli import main
 
+    if bos:
+        folder = save_folder(tmp_path / "bos", bos=True)
     m = DiffusionGemmaForBlockDiffusion.from_pretrained(folder).eval()
-    tok = tokenizer()
+    tok = tokenizer(bos)
     for prompt, n, seed in [("w5 w6 w7", 16, 0), ("w9 w10", 20, 3), ("w40 w41 w42 w43 w44", 8, 7)]:
         ids = tok(prompt, return_tensors="pt").input_ids
+        assert (ids[0, 0] == BOS) == bos
         torch.manual_seed(seed)
         ref = m.generate(ids, max_new_tokens=n).sequences
         want = tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
@@ -294,3 +299,23 @@ def test_native_after_boe_still_gives_model_generates_tokens():
     decode(d, _ids(1), sampler="boe", steps=8, block_length=8)
     got = d.native_generate(PROMPT, new_tokens=16, generator=torch.Generator().manual_seed(0)).sequences
     assert torch.equal(got, _reference(m, PROMPT, None, 16, 0))
+
+
+def test_a_padded_batch_of_prompts_of_different_lengths(folder):
+    """generate_text left-pads a batch: native gives model.generate()'s texts for that padded batch
+    and mask; a masked-loop sampler decodes it too; and bfloat16 weights decode."""
+    from tabes.tasks.text import generate_text
+
+    prompts = ["w5 w6 w7 w8", "w9", "w10 w11"]
+    model = tabes.load(folder)
+    res = generate_text(model, prompts, sampler="native", gen_length=16, seed=4)
+    tok = tokenizer()
+    tok.padding_side = "left"  # as generate_text pads
+    enc = tok(prompts, padding=True, return_tensors="pt")
+    torch.manual_seed(4)
+    ref = model.model.generate(enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=16).sequences
+    assert res.texts == [tok.decode(r[enc.input_ids.shape[1] :], skip_special_tokens=True) for r in ref]
+    other = generate_text(model, prompts, sampler="confidence", gen_length=16, steps=16)
+    assert len(other.texts) == 3 and (other.output.forwards == 16).all()
+    bf16 = generate_text(tabes.load(folder, dtype="bfloat16"), prompts[:1], sampler="native", gen_length=8)
+    assert isinstance(bf16.texts[0], str) and int(bf16.output.forwards[0]) >= 1

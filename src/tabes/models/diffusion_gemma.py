@@ -125,6 +125,7 @@ class DiffusionGemmaDenoiser:
         self.routes_attention = True  # BoE's backward runs through ActiveQueryAttention in the decoder (``_aqa``)
         self.aqa_mode = aqa_mode
         self.conditioned = True  # the loop hands each row's previous logits back (self-conditioning)
+        self.prompt_special_tokens = True  # prompts as its tokenizer makes them (Gemma's BOS), as generate() takes them
         self._ids: Tensor | None = None  # the ids of the last embed() call: where the masks are
         self._prefix: tuple[Tensor, Tensor, object] | None = None  # (embeds, mask, encoder cache) of the last prefix
 

@@ -76,6 +76,7 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
     from tabes.cache import check_cache_mode, supports_cache
     from tabes.protocol import unwrap
     from tabes.samplers import available, get_sampler
+    from tabes.tasks.text import prompt_specials
 
     d = defaults or Defaults()
     tok = model.tokenizer
@@ -157,7 +158,7 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
         raise BadRequest(f"stop must be a string or a list of strings, got {s!r}", "stop")
 
     def encode(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
+        return tok(text, add_special_tokens=prompt_specials(unwrap(model)))["input_ids"]
 
     async def read_body(request: Request) -> dict:
         try:

@@ -1,6 +1,7 @@
 """Text generation with a tokenizer-carrying denoiser (e.g. :class:`tabes.models.hf.HFDenoiser`).
 
-Each prompt is tokenized without special tokens, left-padded to the longest prompt (padding
+Each prompt is tokenized without special tokens (with them for a model that asks for them:
+DiffusionGemma), left-padded to the longest prompt (padding
 is hidden by the attention mask) and followed by ``gen_length`` mask tokens, which
 :func:`tabes.generate` fills, optionally block by block, as LLaDA's ``generate.py`` and
 Fast-dLLM do: every generated position is decoded, and the text is cut at the first EOS.
@@ -39,7 +40,14 @@ def encode_prompts(model, prompts: list[str], gen_length: int) -> tuple[torch.Te
     """Left-padded prompts followed by ``gen_length`` masks: ((B, P + gen_length) ids,
     (B, P + gen_length) bool attention mask, P), on the model's device."""
     tok = model.tokenizer
-    return pad_prompts(model, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], gen_length)
+    return pad_prompts(model, [tok(p, add_special_tokens=prompt_specials(model))["input_ids"] for p in prompts], gen_length)
+
+
+def prompt_specials(model) -> bool:
+    """Whether prompts are tokenized with the tokenizer's special tokens (its BOS, ...): for a model
+    that says so (DiffusionGemma, whose ``generate`` takes the tokenizer's ``input_ids`` as they come),
+    not for masked models (LLaDA's and Fast-dLLM's decoders take the prompt without them)."""
+    return bool(getattr(model, "prompt_special_tokens", False))
 
 
 def pad_prompts(model, encoded: list[list[int]], gen_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
