@@ -16,6 +16,9 @@ References (each only where installed):
   (width 128, 4 layers, 8 experts of which 2 active, vocabulary 1,000, canvas 32; a random
   16-token prompt, gen 64), batch 1 and 4. A row ``boe vs native`` gives BoE's cost per token on
   the same model against the model's own rule (different rules: ``identical`` is null).
+  diffusers' ``DiffusionGemmaPipeline`` (0.42.1) is not run: under transformers 5.25 it passes
+  ``past_key_values=`` to the decoder's mask builder, which takes ``cache=``, and raises
+  ``TypeError`` (``docs/llm.md``).
 
 Row keys: ``model, reference, setting, identical, tabes_s_per_token, reference_s_per_token, ratio``
 (tabes over reference), ``tabes_loop_s_per_token, reference_loop_s_per_token, batch, gen, repeats,

@@ -4,12 +4,14 @@ One run: a server is started on 127.0.0.1 (or ``url`` is used), warmed with one 
 ``clients`` threads send ``requests`` completions each, all at once; then the same requests are sent
 one at a time. Each request is a word problem from the shipped ``tabes_text_demo`` task (or any
 prompts given), decoded at temperature 0, so every concurrent answer must equal its serial twin.
+Every request asks for ``block_length`` and ``cache`` (the command's defaults: 16 and the dual
+cache, as Fast-dLLM serves LLaDA; ``docs/serve.md`` has both that and the uncached loop).
 
 Row keys: ``clients``, ``requests``, ``answered``, ``lost`` (no 200 answer), ``duplicated`` (a
 completion id seen twice), ``p50_s``, ``p95_s`` (latency of the concurrent requests), ``requests_per_s``,
 ``tokens_per_s`` (completion tokens), ``serial_requests_per_s``, ``serial_p50_s``, ``speedup``
 (requests_per_s / serial_requests_per_s), ``identical``, ``mean_batch`` (the server's batch sizes),
-``max_tokens``, ``steps``, ``sampler``, ``cpu``, ``threads``.
+``max_tokens``, ``steps``, ``sampler``, ``block_length``, ``cache``, ``cpu``, ``threads``.
 """
 
 from __future__ import annotations

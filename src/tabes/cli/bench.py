@@ -74,7 +74,11 @@ def add_parsers(sub) -> None:
     b.add_argument("--json", action="store_true", help="print the row as JSON")
     b.set_defaults(func=cmd_bench_serve)
 
-    b = bench.add_parser("peers", help="tabes against the installed reference decoders (diffusers' LLaDA2Pipeline), same tokens, s/token")
+    b = bench.add_parser(
+        "peers",
+        help="tabes against the installed reference decoders (diffusers' LLaDA2Pipeline, transformers' DiffusionGemma generate), "
+        "same tokens, s/token",
+    )
     b.add_argument("--repeats", type=positive_int, default=3)
     b.add_argument("--gen", type=positive_int, default=64, help="tokens generated per prompt")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
