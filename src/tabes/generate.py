@@ -130,7 +130,8 @@ def generate(
             pace = LinearPace(block_steps) if policy is None else LLaDA2Pace(block_steps, hi - lo, policy.max_post_steps, _edits(sampler))
             s = 0
             # 1. masked positions of the block; 2. which rows step, with what budget (blocks.py)
-            while (nxt := pace.next(masked := (x == mask_id) & in_block & ~fixed)) is not None:
+            live = in_block & ~fixed  # the block's positions the loop may fill
+            while (nxt := pace.next(masked := (x == mask_id) & live)) is not None:
                 rows, budget = nxt
                 r = slice(None) if rows.numel() == B else rows  # every row: slices instead of copies
                 # with a cache the block's first step sees every position, as Fast-dLLM's does; later ones the window
@@ -179,6 +180,7 @@ def generate(
                 new = records.add(step, block, rows, state, result, commit, budget, w.start) if trace or on_step else []
                 if on_step is not None and (ended := on_step(step, x, new)) is not None:
                     fixed = fixed | ended.to(fixed.device)[:, None]
+                    live = in_block & ~fixed
                 pace.after(edits is not None and bool(edits.any()), ends.all_finished)
                 step, s = step + 1, s + 1
                 advance(1)
@@ -244,13 +246,14 @@ class _Ends:
         self.stop_eos = eos_id if policy is not None and policy.eos_early_stop else None
         self.mask_id = mask_id
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.any_frozen = False
         free = (~fixed).any(0).nonzero()
         self.start = int(free[0]) if len(free) else fixed.shape[1]  # the first generated position
 
     def keep(self, rows: Tensor, commit: Tensor, edit: Tensor | None) -> tuple[Tensor, Tensor]:
         """The step's commits and edits, less those of frozen rows."""
         edit = torch.zeros_like(commit) if edit is None else edit
-        if self.stop_eos is None:  # nothing is ever frozen
+        if self.stop_eos is None or not self.any_frozen:  # nothing is frozen (yet)
             return commit, edit
         live = ~self.frozen[rows][:, None]
         return commit & live, edit & live
@@ -273,10 +276,11 @@ class _Ends:
         committed = torch.zeros_like(self.frozen)
         committed[rows] = eos_hits.any(-1)
         self.frozen |= finished_at_eos(x, self.start, self.stop_eos, self.mask_id, committed)
+        self.any_frozen = bool(self.frozen.any())
 
     @property
     def all_finished(self) -> bool:
-        return self.stop_eos is not None and bool(self.frozen.all())
+        return self.any_frozen and bool(self.frozen.all())
 
 
 class _Counts:
@@ -290,7 +294,10 @@ class _Counts:
 
     def add_step(self, rows: Tensor, result: Any, remasked: Tensor | None) -> None:
         """Count one step of ``rows``; ``remasked`` (R, W) bool, the positions masked again."""
-        self.steps[rows] += 1
+        if rows.numel() == self.steps.numel():  # every row (the rows are distinct): no index
+            self.steps += 1
+        else:
+            self.steps[rows] += 1
         if remasked is not None:
             self.remasked[rows] += remasked.sum(-1)
         if "steered" in result.info:

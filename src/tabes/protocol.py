@@ -192,9 +192,10 @@ def predict(
 class CountingDenoiser:
     """Wraps a denoiser for a sub-batch of rows and counts passes per original row.
 
-    A call on a batch of ``m * len(rows)`` sequences (a sampler that repeats its batch ``m``
-    times, e.g. to score ``m`` candidates) counts ``m`` passes for every row. A backward pass
-    through the output of a call is counted by a gradient hook on that output.
+    ``rows`` (R,) long are distinct row ids into the (B,) counters. A call on a batch of ``m *
+    len(rows)`` sequences (a sampler that repeats its batch ``m`` times, e.g. to score ``m``
+    candidates) counts ``m`` passes for every row. A backward pass through the output of a call
+    is counted by a gradient hook on that output.
 
     With ``cache`` (a :class:`tabes.cache.BlockCache`), every call runs through the block's
     KV cache: the transformer runs on the block's query positions only.
@@ -239,7 +240,10 @@ class CountingDenoiser:
             out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows, condition=cond)
         else:
             out = self.model.logits_from_embeds(embeds, attention_mask=attention_mask, active=active, grad_rows=grad_rows)
-        self.forwards[self.rows] += m
+        if self.rows.numel() == self.forwards.numel():  # every row (the rows are distinct): no index
+            self.forwards += m
+        else:
+            self.forwards[self.rows] += m
         if out.requires_grad:
 
             def count_backward(grad: Tensor) -> Tensor:

@@ -62,8 +62,9 @@ class LLaDA2Sampler:
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         block = state.block if state.block is not None else torch.ones_like(state.maskable[0])
         idx = block.nonzero().squeeze(-1)
-        if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx):
-            idx = slice(int(idx[0]), int(idx[-1]) + 1)  # a block is one run of positions: views, not copies
+        span = idx[[0, -1]].tolist() if len(idx) else None
+        if span is not None and span[1] - span[0] + 1 == len(idx):
+            idx = slice(span[0], span[1] + 1)  # a block is one run of positions: views, not copies
         pred = state.predict(model) if state.temperature > 0 else _block_prediction(model, state, idx)
         # the float32 probability of the token (the scheduler's sampled_probs), in the block only
         if state.temperature > 0:
@@ -74,15 +75,15 @@ class LLaDA2Sampler:
         commit = torch.zeros_like(state.maskable)
         c = conf.masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
         high = c > self.config.threshold
-        where = torch.arange(len(block), device=block.device)[idx]  # the block's positions
         for b, (k, n_high) in enumerate(zip(state.budget.tolist(), high.sum(-1).tolist())):
             if n_high >= k:
                 commit[b, idx] |= high[b]
             elif k > 0:
-                commit[b, where[torch.topk(c[b], k).indices]] = True
+                top = torch.topk(c[b], k).indices
+                commit[b, top + idx.start if isinstance(idx, slice) else idx[top]] = True
         edit = None
-        if self.edits:
-            editable = ~state.maskable[:, idx] & ~state.fixed[:, idx] & (state.x[:, idx] != model.mask_id)
+        if self.edits:  # committed positions of the block (neither maskable nor given: no mask is left there)
+            editable = ~(state.maskable[:, idx] | state.fixed[:, idx])
             edit = torch.zeros_like(state.maskable)
             edit[:, idx] = editable & (conf > self.config.editing_threshold) & (pred.tokens[:, idx] != state.x[:, idx])
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit)
@@ -95,10 +96,10 @@ def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | sli
     logits = state.logits if state.logits is not None else model.logits(state.x, attention_mask=state.attention_mask)
     logits[:, idx, model.mask_id] = float("-inf")  # this step's own logits: never the mask token
     lf = logits[:, idx].to(torch.promote_types(logits.dtype, torch.float32))
-    tok = lf.max(-1).indices  # the argmax (the first maximal index), at a third of argmax's cost on a CPU
+    top, tok = lf.max(-1)  # the argmax (the first maximal index) and its logit, at a third of argmax's cost on a CPU
     p = torch.softmax(lf.float(), dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # float32, as the scheduler
     tokens, confidence = state.x.clone(), torch.zeros(state.x.shape, dtype=torch.float64, device=state.x.device)
     lse = torch.zeros(state.x.shape, dtype=lf.dtype, device=state.x.device)
     tokens[:, idx], confidence[:, idx] = tok, p.double()
-    lse[:, idx] = lf.gather(-1, tok[..., None]).squeeze(-1) - p.log().to(lf.dtype)  # lse = logit - log p of any token
+    lse[:, idx] = top - p.log().to(lf.dtype)  # lse = logit - log p of any token
     return Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
