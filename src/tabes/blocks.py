@@ -93,6 +93,7 @@ class LLaDA2Pace:
         self.steps, self.schedule, self.max_post, self.edits = steps, block_schedule(block_length, steps), max_post_steps, edits
         self.s = self.post = 0
         self.masks = self.open = True
+        self._rows: Tensor | None = None
 
     @property
     def steps_left(self) -> int:
@@ -104,7 +105,9 @@ class LLaDA2Pace:
         self.masks = bool(masked.any())  # batch-wide, finished rows included
         self.post += not self.masks
         n = masked.sum(-1)
-        rows = torch.arange(masked.shape[0], device=masked.device)
+        if self._rows is None:  # every row steps, every step (the pipeline's batch-wide counts)
+            self._rows = torch.arange(masked.shape[0], device=masked.device)
+        rows = self._rows
         if self.s >= self.steps - 1:  # the last step takes what is left (the schedule's own share, unless a sampler remasked)
             return rows, n
         k = self.schedule[self.s] if self.masks else 0

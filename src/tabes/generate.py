@@ -154,6 +154,7 @@ def generate(
                     carry=carry.get(rows),
                     logits=None if fresh is None or s else fresh[rows],
                     block=in_block[w],
+                    span=(lo - w.start, hi - w.start),
                 )
                 memory = None if cond is None else cond.get(rows)
                 result = sampler.step(CountingDenoiser(model, rows, counts.forwards, counts.backwards, block_cache, memory), state)
@@ -162,7 +163,7 @@ def generate(
                 if sampler.fixed_budget and not torch.equal(commit.sum(-1), budget):
                     raise RuntimeError(f"sampler {sampler.name!r} committed {commit.sum(-1).tolist()} tokens, budget was {budget.tolist()}")
                 # 4. commit (and edit), then optional remasking (never given positions, never the last step)
-                xw = torch.where(commit | edit, result.tokens, state.x)
+                xw = torch.where(changed := commit | edit, result.tokens, state.x)
                 again = None
                 if result.remask is not None and pace.steps_left > 1:
                     again = result.remask & ~state.fixed & in_block[w] & (xw != mask_id)
@@ -171,7 +172,7 @@ def generate(
                 xr[:, w] = xw
                 if ends.fill_eos is not None or not isinstance(r, slice):
                     x[r] = ends.fill(xr, fixed[r])
-                ends.after_step(x[:, :seen], rows, commit | edit, result.tokens)
+                ends.after_step(x[:, :seen], rows, changed, result.tokens)
                 counts.add_step(rows, result, again)
                 carry.put(rows, result.carry)
                 if cond is not None and result.prediction is not None:  # the block's logits condition the row's next step

@@ -37,6 +37,8 @@ class StepState:
             cached block's refresh forward, at the block's first step), or None.
             :meth:`predict` uses them instead of a new forward, as Fast-dLLM does.
         block: (L,) bool, the current block's positions, or None.
+        span: ``(lo, hi)`` the block's positions as one run (``block`` is True exactly on
+            ``lo:hi``), when the loop knows it, or None.
     """
 
     x: Tensor
@@ -53,6 +55,7 @@ class StepState:
     carry: Tensor | None = None
     logits: Tensor | None = None
     block: Tensor | None = None
+    span: tuple[int, int] | None = None
 
     def predict(self, model: Denoiser, x: Tensor | None = None, logits: Tensor | None = None) -> Prediction:
         """One forward pass on ``x`` (default: the current ids, whose ``self.logits`` are reused

@@ -61,17 +61,15 @@ class LLaDA2Sampler:
 
     def step(self, model: Denoiser, state: StepState) -> StepResult:
         block = state.block if state.block is not None else torch.ones_like(state.maskable[0])
-        idx = block.nonzero().squeeze(-1)
-        span = idx[[0, -1]].tolist() if len(idx) else None
-        if span is not None and span[1] - span[0] + 1 == len(idx):
-            idx = slice(span[0], span[1] + 1)  # a block is one run of positions: views, not copies
-        pred = state.predict(model) if state.temperature > 0 else _block_prediction(model, state, idx)
-        # the float32 probability of the token (the scheduler's sampled_probs), in the block only
+        # a block is one run of positions: slices (views), not index copies
+        idx = slice(*state.span) if state.span is not None else block.nonzero().squeeze(-1)
+        # the token and its float32 probability (the scheduler's sampled_probs), in the block only
         if state.temperature > 0:
-            probs = torch.softmax(pred.logits[:, idx].float(), dim=-1)
-            conf = probs.gather(-1, pred.tokens[:, idx, None]).squeeze(-1)  # (B, block)
+            pred = state.predict(model)
+            tok = pred.tokens[:, idx]
+            conf = torch.softmax(pred.logits[:, idx].float(), dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # (B, block)
         else:
-            conf = pred.confidence[:, idx].float()  # already float32 there: exact
+            pred, tok, conf = _block_prediction(model, state, idx)
         commit = torch.zeros_like(state.maskable)
         c = conf.masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
         high = c > self.config.threshold
@@ -85,14 +83,15 @@ class LLaDA2Sampler:
         if self.edits:  # committed positions of the block (neither maskable nor given: no mask is left there)
             editable = ~(state.maskable[:, idx] | state.fixed[:, idx])
             edit = torch.zeros_like(state.maskable)
-            edit[:, idx] = editable & (conf > self.config.editing_threshold) & (pred.tokens[:, idx] != state.x[:, idx])
+            edit[:, idx] = editable & (conf > self.config.editing_threshold) & (tok != state.x[:, idx])
         return StepResult(commit=commit, tokens=pred.tokens, prediction=pred, edit=edit)
 
 
-def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | slice) -> Prediction:
+def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | slice) -> tuple[Prediction, torch.Tensor, torch.Tensor]:
     """Greedy proposals at the block's positions ``idx`` only, as the scheduler makes them: the argmax
     and its float32 softmax probability (held in ``confidence``; ``lse`` follows from it). The other
-    positions keep their tokens, with confidence and entropy 0: no work on the prefix the model sees."""
+    positions keep their tokens, with confidence and entropy 0: no work on the prefix the model sees.
+    Returns the prediction and the block's (B, n) tokens and float32 probabilities."""
     logits = state.logits if state.logits is not None else model.logits(state.x, attention_mask=state.attention_mask)
     logits[:, idx, model.mask_id] = float("-inf")  # this step's own logits: never the mask token
     lf = logits[:, idx].to(torch.promote_types(logits.dtype, torch.float32))
@@ -100,6 +99,7 @@ def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | sli
     p = torch.softmax(lf.float(), dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # float32, as the scheduler
     tokens, confidence = state.x.clone(), torch.zeros(state.x.shape, dtype=torch.float64, device=state.x.device)
     lse = torch.zeros(state.x.shape, dtype=lf.dtype, device=state.x.device)
-    tokens[:, idx], confidence[:, idx] = tok, p.double()
-    lse[:, idx] = top - p.log().to(lf.dtype)  # lse = logit - log p of any token
-    return Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
+    tokens[:, idx], confidence[:, idx] = tok, p  # the write widens p to float64
+    lse[:, idx] = top - p.log()  # lse = logit - log p of any token
+    pred = Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
+    return pred, tok, p
