@@ -386,3 +386,17 @@ def test_a_diffusiongemma_checkpoint_without_the_model_in_transformers_is_refuse
     with pytest.raises(ValueError, match="needs a transformers that ships DiffusionGemmaForBlockDiffusion") as err:
         tabes.load(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_position_ids_follow_the_mask_they_are_given():
+    """The adapter keeps the position ids of the last mask: a new mask (even at a reused address) or
+    an in-place change gives new ones."""
+    model = HFDenoiser(_llama(), mask_id=MASK, bidirectional=True)
+    a = torch.tensor([[False, True, True, True]])
+    assert model._positions(a).tolist() == [[0, 0, 1, 2]]
+    a[0, 1] = False  # in place: the version changes
+    assert model._positions(a).tolist() == [[0, 0, 0, 1]]
+    for pad in range(4):  # fresh masks, which the allocator may place where an old one was
+        m = torch.ones(1, 4, dtype=torch.bool)
+        m[0, :pad] = False
+        assert model._positions(m).tolist() == [[max(0, i - pad) for i in range(4)]]

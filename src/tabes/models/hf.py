@@ -78,6 +78,7 @@ class HFDenoiser:
         self._llada = llada_blocks(model)  # LLaDA's remote code calls attention inside its own blocks
         self._routes: bool | None = None  # probed at the first backward (see routes_attention)
         self._warned = False
+        self._pos: tuple | None = None  # (the mask's identity, its position ids), see _positions
 
     # ------------------------------------------------------------------ attention routing
     @property
@@ -143,9 +144,19 @@ class HFDenoiser:
         if attention_mask is not None and self._takes_positions:
             # left padding: positions count from each row's first real token, so a row decodes
             # the same alone and in a padded batch
-            extra["position_ids"] = padded_positions(attention_mask)
+            extra["position_ids"] = self._positions(attention_mask)
         logits = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).logits  # (B, L, V)
         return shift_logits(logits) if self.logit_shift else logits  # Dream: position i's prediction sits at i - 1
+
+    def _positions(self, attention_mask: Tensor) -> Tensor:
+        """:func:`padded_positions` of ``attention_mask``, kept while the same unchanged mask comes
+        back (the loop passes one mask, step after step). The kept entry holds the mask itself, so
+        its memory cannot be reused by another tensor while the entry matches by address; an
+        in-place change bumps its version."""
+        key = (attention_mask.data_ptr(), attention_mask.shape, attention_mask.stride(), attention_mask._version, attention_mask.dtype)
+        if self._pos is None or self._pos[0] != key:
+            self._pos = (key, attention_mask, padded_positions(attention_mask))
+        return self._pos[2]
 
     def logits_from_embeds(
         self, embeds: Tensor, *, attention_mask: Tensor | None = None, active: Tensor | None = None, grad_rows: Tensor | None = None

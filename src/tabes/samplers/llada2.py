@@ -71,7 +71,7 @@ class LLaDA2Sampler:
         else:
             pred, tok, conf = _block_prediction(model, state, idx)
         commit = torch.zeros_like(state.maskable)
-        c = conf.masked_fill(~state.maskable[:, idx], float("-inf"))  # (B, block)
+        c = torch.where(state.maskable[:, idx], conf, float("-inf"))  # (B, block)
         high = c > self.config.threshold
         for b, (k, n_high) in enumerate(zip(state.budget.tolist(), high.sum(-1).tolist())):
             if n_high >= k:
