@@ -108,3 +108,30 @@ def test_eos_early_stop_freezes_a_row_with_its_later_masks():
     assert (out[0, 8:] == model.mask_id).all()  # frozen after the first block
     filled = generate(model, ids, sampler="confidence", steps=9, block_length=8, eos_id=eos).sequences
     assert not (filled == model.mask_id).any()  # the default pace fills with EOS instead
+
+
+def test_llada2_prediction_holds_the_blocks_probabilities_and_log_sum_exp(tiny_seq_model):
+    """llada2's prediction, made on first use off the block: at the block, the token is the argmax,
+    its confidence the float32 softmax probability and ``lse`` the log-sum-exp of the logits; off
+    the block, the tokens are kept and the rest is 0."""
+    from tabes.samplers.base import StepState
+    from tabes.samplers.llada2 import _block_prediction
+
+    model = tiny_seq_model
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, model.mask_id, (2, 24), generator=g)
+    x[:, 8:16] = model.mask_id
+    block = torch.zeros(24, dtype=torch.bool)
+    block[8:16] = True
+    state = StepState(
+        x=x, maskable=x == model.mask_id, fixed=x != model.mask_id, budget=torch.tensor([2, 2]), step=0, num_steps=4,
+        t=1.0, steps_left=4, temperature=0.0, generator=None, block=block, span=(8, 16),
+    )  # fmt: skip
+    pred, tok, p = _block_prediction(model, state, slice(8, 16))
+    logits = model.logits(x)[:, 8:16].float()
+    logits[..., model.mask_id] = float("-inf")
+    assert torch.equal(tok, logits.argmax(-1)) and torch.equal(pred.tokens[:, 8:16], tok)
+    torch.testing.assert_close(pred.confidence[:, 8:16], torch.softmax(logits, -1).gather(-1, tok[..., None]).squeeze(-1).double())
+    torch.testing.assert_close(pred.lse[:, 8:16], torch.logsumexp(logits, -1), rtol=1e-5, atol=1e-5)
+    assert torch.equal(pred.tokens[:, :8], x[:, :8]) and not pred.confidence[:, :8].any() and not pred.lse[:, 16:].any()
+    assert not pred.entropy.any() and pred.confidence.dtype == torch.float64

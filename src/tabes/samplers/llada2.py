@@ -18,6 +18,7 @@ The mask token is never proposed (the pipeline's softmax keeps it; ``docs/llm.md
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -97,9 +98,36 @@ def _block_prediction(model: Denoiser, state: StepState, idx: torch.Tensor | sli
     lf = logits[:, idx].to(torch.promote_types(logits.dtype, torch.float32))
     top, tok = lf.max(-1)  # the argmax (the first maximal index) and its logit, at a third of argmax's cost on a CPU
     p = torch.softmax(lf.float(), dim=-1).gather(-1, tok[..., None]).squeeze(-1)  # float32, as the scheduler
-    tokens, confidence = state.x.clone(), torch.zeros(state.x.shape, dtype=torch.float64, device=state.x.device)
-    lse = torch.zeros(state.x.shape, dtype=lf.dtype, device=state.x.device)
-    tokens[:, idx], confidence[:, idx] = tok, p  # the write widens p to float64
-    lse[:, idx] = top - p.log()  # lse = logit - log p of any token
-    pred = Prediction(logits=logits, tokens=tokens, confidence=confidence, entropy=torch.zeros_like(lse, dtype=torch.float32), lse=lse)
+    tokens = state.x.clone()
+    tokens[:, idx] = tok
+    pred = _BlockPrediction(logits, tokens, idx, top, p)
     return pred, tok, p
+
+
+class _BlockPrediction(Prediction):
+    """A :class:`Prediction` of the block's positions only, whose (B, L) ``confidence``, ``entropy``
+    and ``lse`` are made on first use (the loop reads the tokens; a trace or a caller may read the
+    rest): the confidence is the token's float32 probability (0 off the block), the entropy 0, and
+    ``lse`` the token's logit less its log-probability (0 off the block)."""
+
+    def __init__(self, logits: torch.Tensor, tokens: torch.Tensor, idx, top: torch.Tensor, p: torch.Tensor) -> None:
+        self.logits, self.tokens = logits, tokens
+        self._idx, self._top, self._p = idx, top, p
+
+    def _full(self, dtype: torch.dtype, values: torch.Tensor | None) -> torch.Tensor:
+        out = torch.zeros(self.tokens.shape, dtype=dtype, device=self.tokens.device)
+        if values is not None:
+            out[:, self._idx] = values
+        return out
+
+    @functools.cached_property
+    def confidence(self) -> torch.Tensor:
+        return self._full(torch.float64, self._p)
+
+    @functools.cached_property
+    def entropy(self) -> torch.Tensor:
+        return self._full(torch.float32, None)
+
+    @functools.cached_property
+    def lse(self) -> torch.Tensor:
+        return self._full(self._top.dtype, self._top - self._p.log())
