@@ -52,16 +52,6 @@ from tabes.ops.aqa import AQA_MODES
 # the decoder's input embeddings of the current call, put in place of embed_tokens' output
 _CANVAS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("tabes_dg_canvas", default=None)
 
-# model.generate()'s values for settings its generation config leaves unset (its documented defaults)
-NATIVE_DEFAULTS = {
-    "max_denoising_steps": 48,
-    "entropy_bound": 0.1,
-    "t_min": 0.4,
-    "t_max": 0.8,
-    "stability_threshold": 1,
-    "confidence_threshold": 0.005,
-}
-
 
 @dataclass
 class NativeSettings:
@@ -277,15 +267,22 @@ class DiffusionGemmaDenoiser:
     # -- the native rule ------------------------------------------------------------------
 
     def native_settings(self, **overrides) -> NativeSettings:
-        """The generation config's settings (``NATIVE_DEFAULTS`` where it has none), then ``overrides``
-        (keys of :class:`NativeSettings`; None values are ignored)."""
+        """The generation config's settings (where it has none, the defaults its class gives
+        ``generate()``), then ``overrides`` (keys of :class:`NativeSettings`; None values are ignored)."""
         gc = self.model.generation_config
-        get = lambda name: getattr(gc, name, None) if getattr(gc, name, None) is not None else NATIVE_DEFAULTS.get(name)  # noqa: E731
-        sampler = getattr(gc, "sampler_config", None)
+        defaults = getattr(type(gc), "_get_default_generation_params", dict)()  # generate()'s own, not a copy
+
+        def get(name: str):
+            value = getattr(gc, name, None)
+            return defaults.get(name) if value is None else value
+
+        sampler = get("sampler_config")
+        if sampler is None or get("max_denoising_steps") is None:
+            raise ValueError(f"{type(gc).__name__} gives no sampler_config or max_denoising_steps, and this transformers no defaults")
         eos = getattr(gc, "eos_token_id", None)
         values = dict(
             max_denoising_steps=get("max_denoising_steps"),
-            entropy_bound=sampler.entropy_bound if sampler is not None else NATIVE_DEFAULTS["entropy_bound"],
+            entropy_bound=sampler.entropy_bound,
             t_min=get("t_min"),
             t_max=get("t_max"),
             stability_threshold=get("stability_threshold"),

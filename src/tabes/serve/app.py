@@ -76,7 +76,7 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
     from tabes.cache import check_cache_mode, supports_cache
     from tabes.protocol import unwrap
     from tabes.samplers import available, get_sampler
-    from tabes.tasks.text import prompt_specials
+    from tabes.tasks.text import canvas_layout, prompt_specials
 
     d = defaults or Defaults()
     tok = model.tokenizer
@@ -103,20 +103,17 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
         if getattr(sampler, "name", "") == "dfs":
             raise BadRequest("sampler: dfs needs a task's constraint check and does not decode text; use a step sampler or bon", "sampler")
         gen = _int(body, "max_tokens", body.get("max_completion_tokens", d.gen_length))
-        canvas = getattr(unwrap(model), "canvas_length", None)
-        if canvas is not None and gen > 0:  # DiffusionGemma decodes whole canvases
-            gen = -(-gen // canvas) * canvas
+        block = _int(body, "block_length", d.block_length)
+        try:  # a model that decodes whole canvases (DiffusionGemma) sets both
+            gen, block = canvas_layout(unwrap(model), gen, block, body.get("blocks", "tabes"))
+        except ValueError as err:
+            raise BadRequest(str(err), "blocks" if str(err).startswith("blocks") else "block_length") from None
         if limit is not None and n_prompt + gen > limit:
             raise BadRequest(
                 f"max_tokens: {n_prompt} prompt tokens + max_tokens {gen} = {n_prompt + gen}, more than the model's {limit} positions",
                 "max_tokens",
             )
         steps = _int(body, "steps", max(1, round(d.steps * gen / d.gen_length)))
-        block = _int(body, "block_length", d.block_length)
-        if canvas is not None:
-            if block not in (None, canvas):
-                raise BadRequest(f"block_length must be the model's canvas_length ({canvas}) or unset, got {block}", "block_length")
-            block = canvas
         if block is not None and steps < -(-gen // block):
             raise BadRequest(f"steps ({steps}) must be at least the number of blocks ({-(-gen // block)})", "steps")
         cache = body.get("cache", d.cache)
@@ -143,8 +140,6 @@ def make_app(model: Any, name: str, defaults: Defaults | None = None, **engine_o
             raise BadRequest(
                 f"max_tokens: the prompt and max_tokens padded to whole blocks pass the model's {limit} positions", "max_tokens"
             )
-        if canvas is not None and blocks != "tabes":
-            raise BadRequest(f"blocks={blocks!r} is for masked models; this model decodes its own canvases", "blocks")
         return Settings(spec, steps, gen, block, cache, float(temp), seed, blocks)
 
     def stops(body: dict) -> list[str]:

@@ -99,6 +99,21 @@ def pad_id(model) -> int:
     return pad
 
 
+def canvas_layout(model, gen_length: int, block_length: int | None, blocks: str = "tabes") -> tuple[int, int | None]:
+    """``(gen_length, block_length)`` as a model that decodes whole canvases (``canvas_length``:
+    DiffusionGemma) takes them: the length rounded up to whole canvases, the canvas as the block.
+    Other models get them unchanged. ``ValueError`` (its message starts with the field) for
+    another block length, or ``blocks`` other than ``"tabes"``, on such a model."""
+    canvas = getattr(model, "canvas_length", None)
+    if canvas is None:
+        return gen_length, block_length
+    if block_length not in (None, canvas):
+        raise ValueError(f"block_length must be the model's canvas_length ({canvas}) or unset, got {block_length}")
+    if blocks != "tabes":
+        raise ValueError(f"blocks={blocks!r} is for masked models; this model decodes its own canvases")
+    return -(-gen_length // canvas) * canvas, canvas
+
+
 def generate_text(
     model,
     prompts: list[str],
@@ -133,14 +148,7 @@ def generate_text(
         raise ValueError(f"gen_length must be positive, got {gen_length}")
     if not prompts:
         raise ValueError("no prompts given")
-    canvas = getattr(model, "canvas_length", None)
-    if canvas is not None:  # DiffusionGemma: whole canvases, decoded one by one
-        gen_length = -(-gen_length // canvas) * canvas
-        if block_length not in (None, canvas):
-            raise ValueError(f"block_length must be the model's canvas_length ({canvas}) or unset, got {block_length}")
-        if blocks != "tabes":
-            raise ValueError(f"blocks={blocks!r} is for masked models; a DiffusionGemma decodes its own canvases")
-        block_length = canvas
+    gen_length, block_length = canvas_layout(model, gen_length, block_length, blocks)
     ids, attention_mask, P = encode_prompts(model, prompts, gen_length)
     B = len(prompts)
     eos = tok.eos_token_id
